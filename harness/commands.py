@@ -1,0 +1,153 @@
+"""Measurement commands of the `mico` CLI: targets, measure, sweep, export, import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import registry
+from .cli import emit, main
+from .errors import UserError
+from .measure import StatsPolicy
+from .spec import KernelSpec, parse_shape
+from .store import Measurement, Store
+
+SHAPE_HELP = ("matmul: N,M,K (N activation rows, M outputs, K reduction); "
+              "conv2d: N,C,H,W,K,KS,S,P[,G] (NCHW input, K output channels, "
+              "square kernel KS, stride S, zero padding P, groups G, default 1).")
+
+
+def _params(items: tuple[str, ...]) -> dict:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise UserError(f"--param {it!r} must look like KEY=VALUE.")
+        k, v = it.split("=", 1)
+        try:
+            out[k] = int(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def targets(as_json: bool) -> None:
+    """List every registered target, available or not, and why not."""
+    rows = [t.describe() for t in registry.all_targets()]
+    for fam in registry.families():
+        rows.append({"name": fam + "<name>", "description": "a family of targets", "available": None,
+                     "reason": "", "deterministic": None, "unit": None})
+    lines = []
+    for r in rows:
+        state = "available" if r["available"] else ("" if r["available"] is None else f"unavailable: {r['reason']}")
+        lines.append(f"{r['name']:<22} {state}\n    {r['description']}")
+    emit(rows, as_json, "\n".join(lines))
+
+
+@main.command()
+@click.option("--target", "target_name", default="host", show_default=True)
+@click.option("--op", type=click.Choice(["matmul", "conv2d"]), required=True)
+@click.option("--shape", required=True, help=SHAPE_HELP)
+@click.option("--qa", type=int, required=True, help="activation bits, one of 1,2,4,8")
+@click.option("--qw", type=int, required=True, help="weight bits, one of 1,2,4,8")
+@click.option("--repeats", type=int, default=None, help="Exact number of timed repeats (default: adaptive until the relative IQR is under 5%).")
+@click.option("--param", "params", multiple=True, help="Target parameter KEY=VALUE (repeatable).")
+@click.option("--json", "as_json", is_flag=True)
+def measure(target_name, op, shape, qa, qw, repeats, params, as_json):
+    """Measure one kernel on one target.
+
+    \b
+    Shapes:
+      matmul  N,M,K
+      conv2d  N,C,H,W,K,KS,S,P[,G]
+    """
+    from .sweep import measure_single
+
+    spec = KernelSpec(op, parse_shape(op, shape), qa, qw)
+    if repeats is not None and repeats < 1:
+        raise UserError("--repeats must be at least 1.")
+    policy = StatsPolicy(fixed_repeats=repeats) if repeats else StatsPolicy()
+    m, build = measure_single(target_name, spec, _params(params), policy)
+    d = m.to_dict()
+    d.update(target=target_name, op=op, shape=list(spec.shape), qa=qa, qw=qw)
+    text = (f"{spec} on {target_name}: median {m.median:.0f} {m.unit}, IQR {m.iqr:.0f} "
+            f"({100 * (m.rel_iqr or 0):.2f}%), {len(m.raw)} repeats, checksum {'ok' if m.checksum_ok else 'MISMATCH'}")
+    emit(d, as_json, text)
+
+
+@main.command()
+@click.option("--target", "target_name", required=True)
+@click.option("--plan", required=True, help="smoke | grid | zoo | random:N[:SEED]")
+@click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--jobs", type=int, default=1, show_default=True, help="Parallel workers, one booted target each.")
+@click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786) instead of local workers.")
+@click.option("--op", "ops", multiple=True, type=click.Choice(["matmul", "conv2d"]), help="Restrict to these ops.")
+@click.option("--param", "params", multiple=True, help="Target parameter KEY=VALUE (repeatable).")
+@click.option("--budget", type=float, default=2.0, show_default=True, help="Seconds per spec for adaptive repeats (noisy targets).")
+@click.option("--no-progress", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def sweep(target_name, plan, store_path, jobs, scheduler, ops, params, budget, no_progress, as_json):
+    """Measure every spec of a plan; resumes: stored specs are skipped."""
+    from .sweep import run_sweep
+
+    s = run_sweep(target_name, plan, store_path, jobs=jobs, params=_params(params), scheduler=scheduler,
+                  policy=StatsPolicy(budget_s=budget), progress=not no_progress, ops=list(ops) or None)
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.by_status.items())) or "nothing new"
+    emit(s.to_dict(), as_json,
+         f"{target_name} plan {plan}: {s.total} specs, {s.skipped_existing} already stored, "
+         f"{s.measured} measured ({statuses}) in {s.wall_s:.1f} s -> {store_path}")
+
+
+@main.command()
+@click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--target", "target_name", required=True)
+@click.option("--op", type=click.Choice(["matmul", "conv2d"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(["mico-csv", "csv", "parquet"]), default="csv", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+def export(store_path, target_name, op, fmt, output):
+    """Export measurements (status ok) of one target and op."""
+    from . import mico_csv
+
+    store = Store(store_path, readonly=True)
+    df = store.frame(target_name, op)
+    if df.empty:
+        raise UserError(f"store {store_path} has no successful {op} measurements for {target_name}.")
+    out = Path(output)
+    try:
+        if fmt == "mico-csv":
+            rows = [(KernelSpec(op, tuple(int(x) for x in s.split(",")), int(a), int(w)), float(v))
+                    for s, a, w, v in zip(df["shape"], df["qa"], df["qw"], df["value"])]
+            mico_csv.write_mico_csv(rows, op, out)
+        elif fmt == "csv":
+            df.to_csv(out, index=False)
+        else:
+            df.to_parquet(out, index=False)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror}.") from None
+    click.echo(f"wrote {len(df)} rows to {out}")
+
+
+@main.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--target", "target_name", required=True, help="Name under which the rows are stored.")
+@click.option("--op", type=click.Choice(["matmul", "conv2d"]), required=True)
+@click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--unit", default="ns", show_default=True, help="Unit of the Time column.")
+def import_(file, target_name, op, store_path, unit):
+    """Import one of MiCo's CSV files (all rows or none)."""
+    from . import mico_csv
+    from .target import fingerprint_of
+
+    rows = mico_csv.read_mico_csv(Path(file), op)
+    fp = fingerprint_of({"imported": target_name})
+    store = Store(store_path)
+    store.add_target(fp, target_name, {"imported_from": str(file)})
+    ms = [Measurement(spec=s, fingerprint=fp, unit=unit, raw=[v], median=v, iqr=0.0, min=v, source="imported")
+          for s, v in rows]
+    n = store.put_many(ms, replace=True)
+    store.close()
+    click.echo(f"imported {n} rows from {file} as target {target_name}")
+
+

@@ -1,0 +1,65 @@
+"""Typed errors.
+
+Two families: `UserError` (something the user can fix: one sentence, exit 2,
+never a traceback) and `MeasureError` (a measurement that failed on a target;
+recorded in the store with its error class, the sweep goes on).  The split
+mirrors TVM's build/run separation: build problems are user/toolchain errors,
+run problems are per-measurement records.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix; the CLI prints str(self) and exits 2."""
+
+
+class ToolchainMissing(UserError):
+    """A compiler, simulator or other external tool is not installed."""
+
+
+class BuildError(UserError):
+    """Building firmware / a simulator failed; carries the tool's stderr."""
+
+    def __init__(self, message: str, stderr: str = ""):
+        super().__init__(message)
+        self.stderr = stderr
+
+
+class MeasureError(Exception):
+    """A run on a target failed; `kind` is the store's error class."""
+
+    kind = "crash"
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
+class TimeoutMeasureError(MeasureError):
+    kind = "timeout"
+
+
+class CrashError(MeasureError):
+    kind = "crash"
+
+
+class MismatchError(MeasureError):
+    kind = "mismatch"
+
+
+class DoesNotFitError(MeasureError):
+    kind = "does_not_fit"
+
+
+class UnsupportedError(MeasureError):
+    kind = "unsupported"
+
+
+class ProtocolError(MeasureError):
+    """Frames that never arrived intact after the retry budget."""
+
+    kind = "crash"
+
+
+ERROR_KINDS = ("ok", "timeout", "crash", "mismatch", "does_not_fit", "unsupported")

@@ -1,0 +1,291 @@
+"""Host side of the bench protocol (kernels/firmware/proto.h is the device side).
+
+Frames are COBS-encoded and 0x00-delimited; each carries type, seq, payload and
+a CRC-32.  A reply whose CRC fails, that never comes, or that reports
+BAD_FRAME makes the client resend the *same* request with the *same* seq; the
+firmware answers a duplicate from its reply cache instead of running twice.
+Every value handed to the caller came from a frame whose CRC checked.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .errors import (CrashError, DoesNotFitError, MeasureError, ProtocolError, TimeoutMeasureError,
+                     UnsupportedError)
+
+REQ_HELLO, REQ_RUN_KERNEL, REQ_MODEL_DATA, REQ_MODEL_COMMIT, REQ_RUN_MODEL, REQ_RESET, REQ_BYE = range(1, 8)
+REP_OFFSET = 0x80
+REP_ERROR = 0xFF
+ERR_BAD_FRAME, ERR_BAD_REQUEST, ERR_UNSUPPORTED, ERR_DOES_NOT_FIT, ERR_NO_MODEL, ERR_MODEL_INVALID = range(1, 7)
+OP_CODES = {"matmul": 0, "conv2d": 1}
+BITS = (1, 2, 4, 8)
+
+
+def cobs_encode(data: bytes) -> bytes:
+    out = bytearray([0])
+    code_at, code = 0, 1
+    for b in data:
+        if b == 0:
+            out[code_at] = code
+            code_at, code = len(out), 1
+            out.append(0)
+        else:
+            out.append(b)
+            code += 1
+            if code == 0xFF:
+                out[code_at] = code
+                code_at, code = len(out), 1
+                out.append(0)
+    out[code_at] = code
+    return bytes(out)
+
+
+def cobs_decode(data: bytes) -> bytes:
+    out = bytearray()
+    i, n = 0, len(data)
+    while i < n:
+        code = data[i]
+        i += 1
+        if code == 0 or i + code - 1 > n:
+            raise ValueError("malformed COBS block")
+        out += data[i:i + code - 1]
+        i += code - 1
+        if code != 0xFF and i < n:
+            out.append(0)
+    return bytes(out)
+
+
+def encode_frame(ftype: int, seq: int, payload: bytes) -> bytes:
+    body = struct.pack("<BH", ftype, seq & 0xFFFF) + payload
+    body += struct.pack("<I", zlib.crc32(body))
+    return cobs_encode(body) + b"\x00"
+
+
+def decode_frame(raw: bytes) -> tuple[int, int, bytes]:
+    """raw = one frame without its delimiter; raises ValueError on any damage."""
+    body = cobs_decode(raw)
+    if len(body) < 7:
+        raise ValueError("frame too short")
+    (crc,) = struct.unpack_from("<I", body, len(body) - 4)
+    if zlib.crc32(body[:-4]) != crc:
+        raise ValueError("CRC mismatch")
+    ftype, seq = struct.unpack_from("<BH", body)
+    return ftype, seq, body[3:-4]
+
+
+class Transport(Protocol):
+    """A byte stream to a device: subprocess pipes, a serial port, a socket."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def read(self, max_bytes: int, timeout: float) -> bytes:
+        """Up to max_bytes; b'' on timeout; raises EOFError when the link is gone."""
+        ...
+
+    def close(self) -> None: ...
+
+    def describe_failure(self) -> str:
+        """Why the far end died (exit code, stderr tail, last bytes) for error records."""
+        ...
+
+
+@dataclass
+class Hello:
+    fw_version: int
+    proto_version: int
+    ram_bytes: int
+    max_payload: int
+    timer_unit: str
+    timer_hz: int
+    ops: tuple[str, ...]
+    pairs: tuple[tuple[int, int], ...]
+    kernels_version: int
+    code_bytes: int
+    target_id: str
+    isa: str
+    build: str
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["pairs"] = [list(p) for p in self.pairs]
+        d["ops"] = list(self.ops)
+        return d
+
+
+@dataclass
+class KernelRun:
+    values: list[int]
+    checksum: int
+    out_count: int
+
+
+@dataclass
+class ModelRun:
+    outputs: list[int]
+    total: int
+    layers: list[int]
+
+
+@dataclass
+class LinkStats:
+    retries: int = 0
+    bad_frames: int = 0
+    timeouts: int = 0
+    reconnects: int = 0
+
+
+@dataclass
+class Client:
+    """Request/reply over a Transport with retries on damaged or missing frames."""
+
+    transport: Transport
+    timeout: float = 30.0          # seconds for one reply
+    retries: int = 3
+    stats: LinkStats = field(default_factory=LinkStats)
+    _seq: int = 0
+    _buf: bytearray = field(default_factory=bytearray)
+    last_rx: bytearray = field(default_factory=bytearray)
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) % 0xFFFF   # 0xFFFF is reserved for device errors on bad frames
+        return self._seq
+
+    def _read_frame(self, deadline: float) -> bytes | None:
+        while True:
+            idx = self._buf.find(0)
+            if idx >= 0:
+                raw = bytes(self._buf[:idx])
+                del self._buf[:idx + 1]
+                if raw:
+                    return raw
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            chunk = self.transport.read(65536, left)
+            if chunk:
+                self._buf += chunk
+                self.last_rx += chunk
+                del self.last_rx[:-256]
+
+    def request(self, ftype: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
+        seq = self._next_seq()
+        frame = encode_frame(ftype, seq, payload)
+        timeout = self.timeout if timeout is None else timeout
+        attempts = 0
+        self._send(frame)
+        while True:
+            deadline = time.monotonic() + timeout
+            got = None
+            while got is None:
+                try:
+                    raw = self._read_frame(deadline)
+                except EOFError:
+                    raise CrashError("the device closed the link", self.transport.describe_failure()) from None
+                if raw is None:
+                    break
+                try:
+                    rtype, rseq, body = decode_frame(raw)
+                except ValueError:
+                    self.stats.bad_frames += 1
+                    got = "retry"
+                    break
+                if rtype == REP_ERROR and body[:1] == bytes([ERR_BAD_FRAME]):
+                    self.stats.bad_frames += 1
+                    got = "retry"
+                    break
+                if rseq != seq:
+                    continue    # a stale reply to an earlier attempt: skip it
+                got = (rtype, body)
+            if isinstance(got, tuple):
+                rtype, body = got
+                if rtype == REP_ERROR:
+                    self._raise_device_error(body)
+                if rtype != (ftype | REP_OFFSET):
+                    raise ProtocolError(f"reply type 0x{rtype:02x} to request 0x{ftype:02x}")
+                return body
+            # damaged or missing reply: resend the same frame (same seq)
+            if got is None:
+                self.stats.timeouts += 1
+            attempts += 1
+            if attempts > self.retries:
+                if got is None:
+                    raise TimeoutMeasureError(
+                        f"no reply within {timeout:.0f} s after {attempts} attempts",
+                        self.transport.describe_failure())
+                raise ProtocolError(f"no intact reply after {attempts} attempts", self.transport.describe_failure())
+            self.stats.retries += 1
+            self._buf.clear()
+            self._send(frame)
+
+    def _send(self, frame: bytes) -> None:
+        try:
+            self.transport.write(frame)
+        except (BrokenPipeError, EOFError, OSError) as e:
+            raise CrashError(f"cannot write to the device ({e})", self.transport.describe_failure()) from None
+
+    @staticmethod
+    def _raise_device_error(body: bytes) -> None:
+        code = body[0] if body else 0
+        n = body[1] if len(body) > 1 else 0
+        msg = body[2:2 + n].decode(errors="replace")
+        if code == ERR_UNSUPPORTED:
+            raise UnsupportedError(f"device: {msg}")
+        if code == ERR_DOES_NOT_FIT:
+            raise DoesNotFitError(f"device: {msg}")
+        raise MeasureError(f"device error {code}: {msg}")
+
+    # ---- typed requests ------------------------------------------------------------
+    def hello(self) -> Hello:
+        b = self.request(REQ_HELLO)
+        fw, pv, ram, maxp, unit, hz, ops, pairs, kv, code = struct.unpack_from("<HHIIBIHHII", b)
+        off = struct.calcsize("<HHIIBIHHII")
+        strs = []
+        for _ in range(3):
+            n = b[off]
+            strs.append(b[off + 1:off + 1 + n].decode(errors="replace"))
+            off += 1 + n
+        op_names = tuple(name for name, bit in (("matmul", 0), ("conv2d", 1)) if ops >> bit & 1)
+        pair_list = tuple((BITS[i], BITS[j]) for i in range(4) for j in range(4) if pairs >> (i * 4 + j) & 1)
+        return Hello(fw, pv, ram, maxp, "ns" if unit == 1 else "cycles", hz, op_names, pair_list, kv, code, *strs)
+
+    def run_kernel(self, op: str, shape: tuple[int, ...], qa: int, qw: int, seed: int,
+                   warmup: int, repeats: int, timeout: float | None = None) -> KernelRun:
+        payload = struct.pack("<BBBBIHHB", OP_CODES[op], qa, qw, 0, seed & 0xFFFFFFFF, warmup, repeats, len(shape))
+        payload += struct.pack(f"<{len(shape)}I", *shape)
+        b = self.request(REQ_RUN_KERNEL, payload, timeout=timeout)
+        crc, outs, n = struct.unpack_from("<IIH", b)
+        vals = list(struct.unpack_from(f"<{n}Q", b, 10))
+        return KernelRun(vals, crc, outs)
+
+    def load_model(self, blob: bytes, chunk: int = 4096) -> dict:
+        total = len(blob)
+        for off in range(0, total, chunk):
+            part = blob[off:off + chunk]
+            self.request(REQ_MODEL_DATA, struct.pack("<II", off, total) + part)
+        b = self.request(REQ_MODEL_COMMIT, struct.pack("<I", zlib.crc32(blob)))
+        inc, outc, nl, scratch = struct.unpack_from("<IIII", b)
+        return {"in_count": inc, "out_count": outc, "n_layers": nl, "scratch_bytes": scratch}
+
+    def run_model(self, inputs: bytes, timeout: float | None = None) -> ModelRun:
+        b = self.request(REQ_RUN_MODEL, inputs, timeout=timeout)
+        (n,) = struct.unpack_from("<I", b)
+        outs = list(struct.unpack_from(f"<{n}i", b, 4))
+        off = 4 + 4 * n
+        (nl,) = struct.unpack_from("<H", b, off)
+        total, *layers = struct.unpack_from(f"<{nl + 1}Q", b, off + 2)
+        return ModelRun(outs, total, list(layers))
+
+    def reset(self) -> None:
+        self.request(REQ_RESET)
+
+    def bye(self) -> None:
+        try:
+            self.request(REQ_BYE, timeout=5)
+        except MeasureError:
+            pass

@@ -1,0 +1,135 @@
+/*
+ * mico-hil kernel library: bit-packed mixed-precision kernels, portable C99.
+ *
+ * Numeric format (DESIGN.md section 3), shared by the NumPy reference
+ * (kernels/reference.py), PyTorch fake-quant (mpq/) and every target:
+ *   - bit-width b in {1,2,4,8}; code for b>=2 is two's complement in b bits,
+ *     for b=1 code c in {0,1} means value 2c-1.
+ *   - packing: a "row" of L codes is stored in mico_words(L,b) uint32 words,
+ *     element i at bits [(i % (32/b))*b, +b) of word i / (32/b); pad bits are 0.
+ *   - matmul: A is N rows of K (qa bits), W is M rows of K (qw bits),
+ *     Y[n*M+m] = sum_k val(A[n,k]) * val(W[m,k])   (int32).
+ *   - conv2d: logical NCHW input X[N][C][H][W] (qa bits), weights
+ *     Wt[Ko][C/G][KS][KS] (qw bits), stride S, zero padding P (padding is the
+ *     VALUE 0, also for 1-bit inputs), groups G; output Y[N][Ko][OH][OW] int32.
+ *     Activation storage: each (n,c) plane of H*W codes is one packed row
+ *     (mico_words(H*W,qa) words per plane).  Weights: each output channel's
+ *     C/G*KS*KS codes in (c,kh,kw) order are one packed row.
+ *
+ * Nothing here allocates: callers pass scratch buffers; sizes have helpers.
+ * No float, no libc beyond what freestanding gcc provides (-lgcc is fine).
+ *
+ * Choices where the contract was silent (kernels/src, kernels/reference.py):
+ *   - scratch buffers must be 4-byte aligned (conv2d keeps packed words there);
+ *   - mico_pack with b=1 maps values >= 0 to code 1 (+1) and values < 0 to
+ *     code 0 (-1), like the 1-bit requant below; for b>=2 it keeps the low b
+ *     bits of each value (values must already be in range);
+ *   - accumulations are int32: results are exact while every partial sum fits
+ *     in int32 (K * 2^(qa-1) * 2^(qw-1) < 2^31 for matmul);
+ *   - pools need H >= KS and W >= KS (output (H-KS)/S+1 x (W-KS)/S+1);
+ *   - requant rounding is computed without overflow as
+ *     (t >> s) + ((t >> (s-1)) & 1), identical to (t + 2^(s-1)) >> s;
+ *     out_bits values other than 1 clamp to the signed out_bits range.
+ */
+#ifndef MICO_KERNELS_H
+#define MICO_KERNELS_H
+#include <stdint.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MICO_KERNELS_VERSION 1
+
+/* number of 32-bit words holding L codes of b bits */
+static inline uint32_t mico_words(uint32_t L, uint32_t b) {
+    uint32_t per = 32u / b;
+    return (L + per - 1u) / per;
+}
+
+/* 1 if b is one of {1,2,4,8} */
+int mico_bits_ok(int b);
+
+/* ---- building blocks shared by the kernels (additions to version 1) ------- */
+/* number of set bits (portable SWAR, no builtins) */
+uint32_t mico_popcount32(uint32_t x);
+/* dot product of Kp int8 values a[0..Kp) with a packed row w of qw-bit codes,
+ * Kp a multiple of 32 (whole words); a[] must be 0 wherever the row has pad
+ * bits (so padding contributes nothing, also for qw=1) */
+int32_t mico_dot_i8_packed(const int8_t *a, const uint32_t *w, uint32_t Kp, int qw);
+/* dot product of two packed rows of K codes with qa == qw == b in {1,2},
+ * by popcounts on whole words (pad bits must be zero, as mico_pack makes them) */
+int32_t mico_dot_packed_b1(const uint32_t *a, const uint32_t *w, uint32_t K);
+int32_t mico_dot_packed_b2(const uint32_t *a, const uint32_t *w, uint32_t K);
+
+/* ---- packing ------------------------------------------------------------ */
+/* pack L values (int8, already in range for b bits; for b=1 values are -1/+1)
+ * into mico_words(L,b) words; pad bits are zero */
+void mico_pack(const int8_t *vals, uint32_t L, int b, uint32_t *out);
+/* unpack L codes of a packed row into int8 values (b=1 -> -1/+1) */
+void mico_unpack(const uint32_t *in, uint32_t L, int b, int8_t *vals);
+
+/* ---- matmul --------------------------------------------------------------- */
+/* scratch bytes needed by mico_matmul for K (may be 0); it is K rounded up
+ * to a multiple of 32 (one unpacked A row, zero-extended) */
+uint32_t mico_matmul_scratch(uint32_t K);
+void mico_matmul(const uint32_t *A, const uint32_t *W, int32_t *Y,
+                 uint32_t N, uint32_t M, uint32_t K, int qa, int qw,
+                 void *scratch);
+
+/* ---- conv2d --------------------------------------------------------------- */
+typedef struct {
+    uint32_t N, C, H, W;   /* input */
+    uint32_t K;            /* output channels */
+    uint32_t KS, S, P, G;  /* square kernel, stride, zero padding, groups */
+} mico_conv_shape;
+
+/* 0 if the shape is valid (C%G==0, K%G==0, output >= 1x1, all >=1) */
+int mico_conv_check(const mico_conv_shape *s);
+uint32_t mico_conv_out_h(const mico_conv_shape *s);
+uint32_t mico_conv_out_w(const mico_conv_shape *s);
+/* scratch bytes for any (qa,qw): the (C/G)*KS*KS patch as int8 rounded up to
+ * a multiple of 32, plus the patch packed at 2 bits (popcount fast path) */
+uint32_t mico_conv_scratch(const mico_conv_shape *s);
+void mico_conv2d(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
+                 const mico_conv_shape *s, int qa, int qw, void *scratch);
+
+/* ---- pooling on int8 values (NCHW, no padding, square window) --------------- */
+/* max pool; avg pool rounds half up: floor((2*sum + cnt) / (2*cnt)) */
+void mico_maxpool(const int8_t *X, int8_t *Y, uint32_t N, uint32_t C,
+                  uint32_t H, uint32_t W, uint32_t KS, uint32_t S);
+void mico_avgpool(const int8_t *X, int8_t *Y, uint32_t N, uint32_t C,
+                  uint32_t H, uint32_t W, uint32_t KS, uint32_t S);
+
+/* ---- requantisation --------------------------------------------------------- */
+/* Per channel c (channel of element i is (i / inner) % channels):
+ *   t = (int64)(acc[i] + bias[c]) * mult[c]          (mult > 0)
+ *   y = (t + (1 << (shift[c]-1))) >> shift[c]         (arithmetic, shift in 1..62)
+ *   if relu: y = max(y, 0)
+ *   out_bits >= 2: y = clamp(y, -2^(b-1), 2^(b-1)-1)
+ *   out_bits == 1: y = (acc[i] + bias[c] >= 0) ? +1 : -1   (relu ignored: a
+ *                  ReLU feeding a 1-bit quantizer is dropped, as in binary nets)
+ * acc + bias is computed in int64 (no int32 wrap).
+ * count = total elements, inner = elements per channel run (H*W for NCHW
+ * conv output, 1 for matmul output [N][M] with channels = M).
+ */
+void mico_requant(const int32_t *acc, int8_t *out, uint32_t count,
+                  uint32_t channels, uint32_t inner,
+                  const int32_t *bias, const int32_t *mult, const uint8_t *shift,
+                  int relu, int out_bits);
+
+/* ---- data generation and checksums (RUN_KERNEL) ------------------------------ */
+/* xorshift32: x ^= x<<13; x ^= x>>17; x ^= x<<5; the state 0 is replaced by
+ * 0x9E3779B9.  A code of b bits is the top b bits of the NEW state. */
+uint32_t mico_xorshift32(uint32_t *state);
+/* fill a packed tensor of `rows` rows of L codes each, codes in row-major
+ * logical order, drawn from *state */
+void mico_fill_random(uint32_t *state, uint32_t *out, uint32_t rows, uint32_t L, int b);
+/* CRC-32 (IEEE 802.3, reflected, init/xorout 0xFFFFFFFF, as zlib.crc32) */
+uint32_t mico_crc32(uint32_t crc, const void *data, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

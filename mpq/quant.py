@@ -1,0 +1,343 @@
+"""Fake quantisation in PyTorch, bit-exact with DESIGN.md section 3.
+
+Follows the ``torch.ao.quantization`` conventions: fake-quant modules carry
+their observer state and the ``fake_quant_enabled`` / ``observer_enabled``
+switches as buffers, quantised layers subclass the float layer
+(``QConv2d(nn.Conv2d)``, ``QLinear(nn.Linear)``) and quantise their input
+activation and their weight in ``forward``.
+
+Codes are zero-point free:
+
+* b >= 2: ``clamp(round(x / scale), -2^(b-1), 2^(b-1)-1)`` (round half to even,
+  as ``torch.round``);
+* b == 1: ``+1`` where ``x >= 0`` else ``-1``.
+
+Fake quant returns ``codes * scale`` with a straight-through estimator: the
+gradient passes where the input was not clamped (for 1 bit where
+``|x / scale| <= 1``).
+
+Scales:
+
+* weights: symmetric per output channel, ``max|w_c| / (2^(b-1)-1)`` for b >= 2,
+  ``mean|w_c|`` for b == 1 (``per_channel=False`` uses one scale over the whole
+  tensor -- the models use it for the classifier so that integer logits keep the
+  float ordering);
+* activations: per tensor, from an exponential moving average of ``max|x|``
+  (b >= 2: ``ema_max / (2^(b-1)-1)``) or of ``mean|x|`` (b == 1), updated in
+  training mode only and frozen in eval mode.
+
+The bias stays a float parameter; when both quantisers are on, the forward
+pass rounds it to the accumulator grid ``s_in * s_w[c]`` (STE), exactly as the
+integer model stores it (``round(bias / (s_in * s_w[c]))`` as int32).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BITS = (1, 2, 4, 8)
+#: smallest scale: keeps all-zero channels / dead activations finite
+EPS_SCALE = 1e-8
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _check_bits(bits: int) -> int:
+    if int(bits) not in BITS:
+        raise ValueError(f"bit-width {bits!r} is not one of {BITS}")
+    return int(bits)
+
+
+def qrange(bits: int) -> tuple[int, int]:
+    """(lowest, highest) integer value of a ``bits``-bit code (1 bit: -1, +1)."""
+    _check_bits(bits)
+    if bits == 1:
+        return -1, 1
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def quantize_codes(x: torch.Tensor, scale: torch.Tensor | float, bits: int) -> torch.Tensor:
+    """Integer VALUES (same float dtype as ``x``) of ``x`` quantised with ``scale``.
+
+    ``scale`` broadcasts against ``x`` (a scalar or per-channel shaped tensor)."""
+    bits = _check_bits(bits)
+    if bits == 1:
+        return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    lo, hi = qrange(bits)
+    return torch.clamp(torch.round(x / scale), lo, hi)
+
+
+def quantize_codes_np(x: np.ndarray, scale, bits: int) -> np.ndarray:
+    """NumPy twin of :func:`quantize_codes` (np.rint rounds half to even)."""
+    bits = _check_bits(bits)
+    x = np.asarray(x)
+    if bits == 1:
+        return np.where(x >= 0, 1.0, -1.0).astype(x.dtype)
+    lo, hi = qrange(bits)
+    return np.clip(np.rint(x / scale), lo, hi)
+
+
+class _FakeQuantSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale, bits):
+        q = quantize_codes(x, scale, bits)
+        r = x / scale
+        if bits == 1:
+            mask = r.abs() <= 1
+        else:
+            lo, hi = qrange(bits)
+            mask = (r >= lo - 0.5) & (r <= hi + 0.5)
+        ctx.save_for_backward(mask)
+        return q * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad * mask.to(grad.dtype), None, None
+
+
+def fake_quant(x: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
+    """``quantize_codes(x, scale, bits) * scale`` with a straight-through gradient
+    (zero where the value was clamped; for 1 bit where ``|x/scale| > 1``).
+    ``scale`` is treated as a constant (no gradient)."""
+    return _FakeQuantSTE.apply(x, scale.detach() if torch.is_tensor(scale) else scale, _check_bits(bits))
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def weight_scale(w: torch.Tensor, bits: int, per_channel: bool = True) -> torch.Tensor:
+    """Symmetric weight scale, shape (out_channels,) (the same value repeated when
+    ``per_channel`` is False).  Detached from autograd."""
+    bits = _check_bits(bits)
+    w = w.detach()
+    flat = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
+    if bits == 1:
+        s = flat.abs().mean(dim=1)
+    else:
+        s = flat.abs().amax(dim=1) / float((1 << (bits - 1)) - 1)
+    s = s.clamp_min(EPS_SCALE)
+    if not per_channel:
+        s = s.expand(w.shape[0]).clone()
+    return s
+
+
+class WeightFakeQuant(nn.Module):
+    """Per-output-channel symmetric weight fake-quantiser (scale from the weights)."""
+
+    def __init__(self, bits: int = 8, per_channel: bool = True):
+        super().__init__()
+        self.bits = _check_bits(bits)
+        self.per_channel = bool(per_channel)
+        self.register_buffer("fake_quant_enabled", torch.tensor([0], dtype=torch.uint8))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.fake_quant_enabled[0])
+
+    def scale(self, w: torch.Tensor) -> torch.Tensor:
+        return weight_scale(w, self.bits, self.per_channel)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return w
+        s = self.scale(w).view((-1,) + (1,) * (w.dim() - 1))
+        return fake_quant(w, s, self.bits)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, per_channel={self.per_channel}"
+
+
+class ActFakeQuant(nn.Module):
+    """Per-tensor activation fake-quantiser with an EMA observer.
+
+    Buffers: ``ema_max`` (EMA of max|x|), ``ema_mean`` (EMA of mean|x|),
+    ``initialized`` (the first observation sets the EMA), ``fake_quant_enabled``,
+    ``observer_enabled``.  The observer runs only in training mode."""
+
+    def __init__(self, bits: int = 8, momentum: float = 0.1):
+        super().__init__()
+        self.bits = _check_bits(bits)
+        self.momentum = float(momentum)
+        self.register_buffer("ema_max", torch.tensor(1.0))
+        self.register_buffer("ema_mean", torch.tensor(0.5))
+        self.register_buffer("initialized", torch.tensor([0], dtype=torch.uint8))
+        self.register_buffer("fake_quant_enabled", torch.tensor([0], dtype=torch.uint8))
+        self.register_buffer("observer_enabled", torch.tensor([1], dtype=torch.uint8))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.fake_quant_enabled[0])
+
+    def reset(self) -> None:
+        self.initialized.zero_()
+
+    @torch.no_grad()
+    def observe(self, x: torch.Tensor) -> None:
+        xa = x.detach().abs()
+        mx = xa.max().to(self.ema_max.dtype)
+        mn = xa.mean().to(self.ema_mean.dtype)
+        if not bool(self.initialized[0]):
+            self.ema_max.copy_(mx)
+            self.ema_mean.copy_(mn)
+            self.initialized.fill_(1)
+        else:
+            m = self.momentum
+            self.ema_max.mul_(1 - m).add_(m * mx)
+            self.ema_mean.mul_(1 - m).add_(m * mn)
+
+    def scale(self) -> torch.Tensor:
+        if self.bits == 1:
+            s = self.ema_mean
+        else:
+            s = self.ema_max / float((1 << (self.bits - 1)) - 1)
+        return s.clamp_min(EPS_SCALE)
+
+    def set_scale(self, scale: float) -> None:
+        """Freeze the quantiser at ``scale`` (sets the EMA state accordingly)."""
+        with torch.no_grad():
+            if self.bits == 1:
+                self.ema_mean.fill_(scale)
+            else:
+                self.ema_max.fill_(scale * ((1 << (self.bits - 1)) - 1))
+            self.initialized.fill_(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and bool(self.observer_enabled[0]):
+            self.observe(x)
+        if not self.enabled:
+            return x
+        return fake_quant(x, self.scale().to(x.dtype), self.bits)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, momentum={self.momentum}"
+
+
+class _QuantLayerMixin:
+    """Shared parts of QConv2d / QLinear."""
+
+    act_quant: ActFakeQuant
+    weight_quant: WeightFakeQuant
+
+    @property
+    def qa(self) -> int:
+        return self.act_quant.bits
+
+    @property
+    def qw(self) -> int:
+        return self.weight_quant.bits
+
+    def set_bits(self, qa: int, qw: int) -> None:
+        self.act_quant.bits = _check_bits(qa)
+        self.weight_quant.bits = _check_bits(qw)
+
+    @property
+    def quant_enabled(self) -> bool:
+        return self.act_quant.enabled and self.weight_quant.enabled
+
+    def input_scale(self) -> torch.Tensor:
+        return self.act_quant.scale()
+
+    def weight_scales(self) -> torch.Tensor:
+        return self.weight_quant.scale(self.weight)
+
+    def _quant_params(self):
+        """(fake-quant weight, bias on the accumulator grid) used by forward."""
+        w = self.weight_quant(self.weight)
+        b = self.bias
+        if b is not None and self.quant_enabled:
+            grid = (self.act_quant.scale().to(b.dtype) * self.weight_scales().to(b.dtype))
+            b = _RoundSTE.apply(torch.clamp(b / grid, INT32_MIN, INT32_MAX)) * grid
+        return w, b
+
+    def integer_params(self) -> dict:
+        """Integer weight values, per-channel scales and int32 bias exactly as the
+        fake-quant forward pass uses them (numpy, float64 scales)."""
+        with torch.no_grad():
+            s_in = self.act_quant.scale()
+            s_w = self.weight_scales()
+            shape = (-1,) + (1,) * (self.weight.dim() - 1)
+            codes = quantize_codes(self.weight, s_w.view(shape), self.qw)
+            if self.bias is not None:
+                grid = s_in.to(self.bias.dtype) * s_w.to(self.bias.dtype)
+                bias = torch.round(torch.clamp(self.bias / grid, INT32_MIN, INT32_MAX))
+            else:
+                bias = torch.zeros(self.weight.shape[0])
+        return {
+            "weight": codes.cpu().numpy().astype(np.int8),
+            "bias": bias.cpu().numpy().astype(np.int64).astype(np.int32),
+            "s_in": float(s_in),
+            "s_w": s_w.double().cpu().numpy(),
+        }
+
+
+class QConv2d(_QuantLayerMixin, nn.Conv2d):
+    """``nn.Conv2d`` with input-activation and per-channel weight fake quant."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 groups=1, bias=True, qa: int = 8, qw: int = 8, per_channel: bool = True):
+        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride=stride,
+                           padding=padding, groups=groups, bias=bias)
+        if self.kernel_size[0] != self.kernel_size[1] or self.stride[0] != self.stride[1] \
+                or self.padding[0] != self.padding[1] or self.dilation != (1, 1):
+            raise ValueError("QConv2d supports square kernels, equal strides/padding, no dilation")
+        self.act_quant = ActFakeQuant(qa)
+        self.weight_quant = WeightFakeQuant(qw, per_channel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act_quant(x)
+        w, b = self._quant_params()
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+
+class QLinear(_QuantLayerMixin, nn.Linear):
+    """``nn.Linear`` with input-activation and per-channel weight fake quant."""
+
+    def __init__(self, in_features, out_features, bias=True, qa: int = 8, qw: int = 8,
+                 per_channel: bool = True):
+        nn.Linear.__init__(self, in_features, out_features, bias=bias)
+        self.act_quant = ActFakeQuant(qa)
+        self.weight_quant = WeightFakeQuant(qw, per_channel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act_quant(x)
+        w, b = self._quant_params()
+        return F.linear(x, w, b)
+
+
+QUANT_LAYERS = (QConv2d, QLinear)
+
+
+def quant_modules(model: nn.Module) -> Iterator[nn.Module]:
+    for m in model.modules():
+        if isinstance(m, (ActFakeQuant, WeightFakeQuant)):
+            yield m
+
+
+def enable_fake_quant(model: nn.Module, enabled: bool = True) -> None:
+    """Switch every fake-quantiser of ``model`` on or off (off = float model)."""
+    for m in quant_modules(model):
+        m.fake_quant_enabled.fill_(int(bool(enabled)))
+
+
+def enable_observer(model: nn.Module, enabled: bool = True) -> None:
+    for m in model.modules():
+        if isinstance(m, ActFakeQuant):
+            m.observer_enabled.fill_(int(bool(enabled)))
+
+
+def reset_observers(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, ActFakeQuant):
+            m.reset()

@@ -1,0 +1,149 @@
+"""Feature sets for latency proxies.
+
+A feature set turns kernels (a list of `KernelSpec`, or a store DataFrame as
+returned by `Store.frame`) into a 2-D array.  All counts come from
+`KernelSpec` so that a proxy and the store agree on what "CBOPs" means.
+
+| name     | columns                                                              |
+|----------|----------------------------------------------------------------------|
+| `raw`    | the op's shape fields, qa, qw                                         |
+| `bops`   | BOPs = MACs x qa x qw                                                 |
+| `cbops`  | CBOPs = MACs x max(qa, qw)  (MiCo)                                    |
+| `cbops+` | CBOPs, weight loads (MACs x qw), activation loads (MACs x qa), MACs,  |
+|          | and the op's shape fields                                            |
+
+With ``log=True`` (the default) every column is ``log1p``-transformed (log1p
+rather than log because a conv2d padding P may be 0); the tree models use that.
+The linear model uses ``log=False``: latency ~ a . features + b.
+
+`raw` and `cbops+` contain the shape fields, so they need all kernels to be of
+one op (a proxy is fit per (target, op) anyway); `bops` and `cbops` accept
+mixed ops.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from harness.errors import UserError
+from harness.spec import KernelSpec
+
+FEATURE_SETS = ("raw", "bops", "cbops", "cbops+")
+
+_COUNTS = {
+    "bops": ("bops",),
+    "cbops": ("cbops",),
+    "cbops+": ("cbops", "weight_loads", "act_loads", "macs"),
+}
+
+
+def as_specs(data, op: str | None = None) -> list[KernelSpec]:
+    """KernelSpecs from a list of specs or a store DataFrame.
+
+    A DataFrame needs the columns ``qa``, ``qw``, ``op`` (or the ``op``
+    argument) and either ``shape`` ("N,M,K" ...) or one column per shape field.
+    """
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(data, pd.DataFrame):
+        return _specs_from_frame(data, op)
+    if isinstance(data, KernelSpec):
+        return [data]
+    specs = list(data)
+    for s in specs:
+        if not isinstance(s, KernelSpec):
+            raise UserError(f"expected KernelSpec objects or a store DataFrame, got {type(s).__name__}.")
+    return specs
+
+
+def _specs_from_frame(df, op: str | None) -> list[KernelSpec]:
+    if len(df) == 0:
+        return []
+    missing = [c for c in ("qa", "qw") if c not in df.columns]
+    if "op" not in df.columns and op is None:
+        missing.append("op")
+    if missing:
+        raise UserError(f"the data has no column(s) {', '.join(missing)}; pass a Store.frame() DataFrame or a list of KernelSpec.")
+    ops = df["op"].tolist() if "op" in df.columns else [op] * len(df)
+    qa = df["qa"].astype(int).tolist()
+    qw = df["qw"].astype(int).tolist()
+    if "shape" in df.columns:
+        shapes = [tuple(int(x) for x in str(s).split(",")) for s in df["shape"]]
+    else:
+        shapes = []
+        cols = {o: KernelSpec.FIELDS.get(o) for o in set(ops)}
+        for o, fields in cols.items():
+            if fields is None:
+                raise UserError(f"unknown op {o!r} in the data; use matmul or conv2d.")
+            absent = [f for f in fields if f not in df.columns]
+            if absent:
+                raise UserError(f"the data has neither a 'shape' column nor the {o} shape column(s) {', '.join(absent)}.")
+        arrays = {f: df[f].tolist() for fields in cols.values() for f in fields}
+        for i, o in enumerate(ops):
+            shapes.append(tuple(int(arrays[f][i]) for f in KernelSpec.FIELDS[o]))
+    return [KernelSpec(o, s, a, w) for o, s, a, w in zip(ops, shapes, qa, qw)]
+
+
+def feature_names(name: str, op: str | None) -> list[str]:
+    """Column names of feature set `name` for kernels of `op`."""
+    if name not in FEATURE_SETS:
+        raise UserError(f"unknown feature set {name!r}; use one of {', '.join(FEATURE_SETS)}.")
+    if name in ("raw", "cbops+") and op not in KernelSpec.FIELDS:
+        raise UserError(f"feature set {name!r} needs kernels of a single op (matmul or conv2d).")
+    fields = list(KernelSpec.FIELDS[op]) if op in KernelSpec.FIELDS else []
+    if name == "raw":
+        return fields + ["qa", "qw"]
+    if name == "cbops+":
+        return list(_COUNTS[name]) + fields
+    return list(_COUNTS[name])
+
+
+def _single_op(specs: Sequence[KernelSpec], op: str | None) -> str | None:
+    ops = {s.op for s in specs}
+    if op is not None:
+        if ops - {op}:
+            raise UserError(f"expected only {op} kernels, got {', '.join(sorted(ops - {op}))} as well.")
+        return op
+    if len(ops) == 1:
+        return next(iter(ops))
+    return None
+
+
+def features(data, name: str = "cbops", log: bool = True, op: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """(X, names): feature set `name` of `data` (list[KernelSpec] or store DataFrame).
+
+    X has one row per kernel, float64; with ``log=True`` every column is
+    ``log1p(value)``.  `op` optionally asserts (and, for empty input, supplies)
+    the op of the kernels.
+    """
+    specs = as_specs(data, op)
+    the_op = _single_op(specs, op)
+    names = feature_names(name, the_op)
+    if not specs:
+        return np.zeros((0, len(names))), names
+    rows: list[list[float]] = []
+    if name == "raw":
+        for s in specs:
+            rows.append([*s.shape, s.qa, s.qw])
+    else:
+        counts = _COUNTS[name]
+        with_shape = name == "cbops+"
+        for s in specs:
+            r = [getattr(s, c) for c in counts]
+            if with_shape:
+                r.extend(s.shape)
+            rows.append(r)
+    X = np.asarray(rows, dtype=np.float64)
+    if log:
+        X = np.log1p(X)
+    return X, names
+
+
+def shape_groups(specs: Iterable[KernelSpec]) -> np.ndarray:
+    """One integer label per kernel; equal labels = same op and shape (all bit-widths)."""
+    ids: dict[tuple[str, str], int] = {}
+    return np.asarray([ids.setdefault((s.op, s.shape_str), len(ids)) for s in specs], dtype=np.int64)
