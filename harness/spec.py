@@ -156,7 +156,7 @@ class KernelSpec:
 
 def parse_shape(op: str, text: str) -> tuple[int, ...]:
     """Parse 'N,M,K' / 'N,C,H,W,K,KS,S,P[,G]' into ints with one-sentence errors."""
-    parts = [p.strip() for p in str(text).replace("x", ",").split(",") if p.strip()]
+    parts = [p.strip() for p in str(text).split(",")]
     try:
         vals = tuple(int(p) for p in parts)
     except ValueError:

@@ -1,0 +1,159 @@
+"""Datasets: sklearn's 8x8 digits (bundled, no download) and MNIST /
+Fashion-MNIST read from local IDX files (``--data-dir``; plain or ``.gz``).
+
+Images are float32 in [0, 1], shape (N, 1, H, W); labels int64.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("digits", "mnist", "fashionmnist")
+DIGITS_TEST = 360          # 1797 samples -> 1437 train / 360 test
+DIGITS_SPLIT_SEED = 0      # fixed: the test set never depends on --seed
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_SUBDIRS = {
+    "mnist": ("", "MNIST/raw", "mnist", "MNIST"),
+    "fashionmnist": ("", "FashionMNIST/raw", "fashionmnist", "fashion-mnist", "fashion_mnist", "FashionMNIST"),
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    def split_validation(self, frac: float = 0.2, seed: int = 0, max_val: int | None = None):
+        """Stratified hold-out of the TRAIN split: (x_tr, y_tr, x_val, y_val).
+        The test split is never touched."""
+        from sklearn.model_selection import train_test_split
+
+        n = len(self.y_train)
+        n_val = max(int(round(frac * n)), 10)
+        if max_val is not None:
+            n_val = min(n_val, int(max_val))
+        idx = np.arange(n)
+        tr, va = train_test_split(idx, test_size=n_val, stratify=self.y_train.numpy(), random_state=seed)
+        tr, va = np.sort(tr), np.sort(va)
+        return self.x_train[tr], self.y_train[tr], self.x_train[va], self.y_train[va]
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed) into a NumPy array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise UserError(f"cannot read IDX file {path}: {e}.") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise UserError(f"{path} is not an IDX file (bad magic number).")
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise UserError(f"{path} is a truncated IDX file.")
+    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    dt = np.dtype(_IDX_DTYPES[data[2]])
+    count = int(np.prod(dims)) if dims else 1
+    body = data[4 + 4 * ndim:]
+    if len(body) < count * dt.itemsize:
+        raise UserError(f"{path} is a truncated IDX file ({len(body)} of {count * dt.itemsize} data bytes).")
+    return np.frombuffer(body, dtype=dt, count=count).reshape(dims)
+
+
+def write_idx(path: str | Path, arr: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzip if the name ends in .gz); for tests."""
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    head = bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        f.write(head + arr.tobytes())
+
+
+def _find_idx(root: Path, dataset: str, stem: str) -> Path | None:
+    for sub in _SUBDIRS[dataset]:
+        d = root / sub if sub else root
+        for name in (stem, stem.replace("-idx", ".idx")):
+            for suffix in ("", ".gz"):
+                p = d / (name + suffix)
+                if p.is_file():
+                    return p
+    return None
+
+
+def _load_idx_dataset(name: str, data_dir: str | Path | None) -> Dataset:
+    if data_dir is None:
+        raise UserError(f"dataset {name} needs its IDX files; pass --data-dir pointing at the folder that holds them.")
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise UserError(f"data directory {root} does not exist; pass --data-dir pointing at the {name} IDX files.")
+    found = {}
+    for key, stem in IDX_FILES.items():
+        p = _find_idx(root, name, stem)
+        if p is None:
+            raise UserError(f"{stem}[.gz] for {name} was not found under {root}; put the four {name} IDX files there.")
+        found[key] = p
+    xtr, ytr = read_idx(found["train_images"]), read_idx(found["train_labels"])
+    xte, yte = read_idx(found["test_images"]), read_idx(found["test_labels"])
+    for x, y, which in ((xtr, ytr, "train"), (xte, yte, "test")):
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise UserError(f"{name} {which} images {x.shape} and labels {y.shape} do not match.")
+    log.info("loaded %s: %d train, %d test from %s", name, len(ytr), len(yte), root)
+
+    def img(a):
+        return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
+
+    def lab(a):
+        return torch.from_numpy(a.astype(np.int64))
+
+    return Dataset(name, img(xtr), lab(ytr), img(xte), lab(yte))
+
+
+def load_digits_dataset() -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
+    y = d.target.astype(np.int64)
+    idx = np.arange(len(y))
+    tr, te = train_test_split(idx, test_size=DIGITS_TEST, stratify=y, random_state=DIGITS_SPLIT_SEED)
+    tr, te = np.sort(tr), np.sort(te)
+    t = torch.from_numpy
+    return Dataset("digits", t(x[tr]).contiguous(), t(y[tr]), t(x[te]).contiguous(), t(y[te]))
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
+    """'digits' (sklearn, bundled) or 'mnist' / 'fashionmnist' (IDX files under data_dir)."""
+    name = name.lower().replace("-", "").replace("_", "")
+    if name == "digits":
+        return load_digits_dataset()
+    if name in ("mnist", "fashionmnist"):
+        return _load_idx_dataset(name, data_dir)
+    raise UserError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}.")

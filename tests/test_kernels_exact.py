@@ -1,0 +1,288 @@
+"""The C kernel library (kernels/src, built for the host through
+kernels/native.py) against the NumPy reference, element by element."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from kernels import native as C
+from kernels import reference as R
+from kernels import toolchain
+
+BITS = (1, 2, 4, 8)
+PAIRS = list(itertools.product(BITS, BITS))
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PER_PAIR = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lib():
+    return C.load()
+
+
+def make_vals(seed: int, shape, b: int, mode: str = "random") -> np.ndarray:
+    """Values for b bits: uniform, or all at the lowest / highest value
+    (stresses sign handling and the int32 range of the sums)."""
+    lo, hi = R.value_range(b)
+    if mode == "min":
+        return np.full(shape, lo, dtype=np.int8)
+    if mode == "max":
+        return np.full(shape, hi, dtype=np.int8)
+    rng = np.random.default_rng(seed)
+    if b == 1:
+        return rng.choice(np.array([-1, 1], dtype=np.int8), size=shape)
+    return rng.integers(lo, hi + 1, size=shape).astype(np.int8)
+
+
+MODES = st.sampled_from(["random", "random", "random", "min", "max"])
+
+
+# ---- build -------------------------------------------------------------------------
+
+def test_sources_compile_freestanding_without_warnings(tmp_path):
+    """Every source compiles alone, freestanding, with warnings as errors, and
+    calls nothing outside the library but (at most) memset/memcpy."""
+    for src in toolchain.kernel_sources():
+        obj = tmp_path / (src.stem + ".o")
+        res = subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic",
+                              "-ffreestanding", "-I", str(toolchain.INCLUDE_DIR), "-c", str(src),
+                              "-o", str(obj)], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        undef = subprocess.run(["nm", "-u", str(obj)], capture_output=True, text=True, timeout=60).stdout.split()
+        foreign = [s for s in undef if s not in ("U",) and not s.startswith("mico_")
+                   and s not in ("memset", "memcpy")]
+        assert not foreign, f"{src.name} calls {foreign}"
+
+
+def test_library_is_cached():
+    a = C.build()
+    b = C.build()
+    assert b.cached and a.path == b.path and a.digest == b.digest
+
+
+# ---- packing -------------------------------------------------------------------------
+
+@SETTINGS
+@given(b=st.sampled_from(BITS), rows=st.integers(1, 3), L=st.integers(1, 140), seed=st.integers(0, 2**32 - 1))
+def test_pack_unpack_match_reference_and_pad_bits_zero(b, rows, L, seed):
+    v = make_vals(seed, (rows, L), b)
+    words = C.pack(v, b)
+    np.testing.assert_array_equal(words, R.pack(v, b))
+    np.testing.assert_array_equal(C.unpack(words, L, b), v)
+    per = 32 // b
+    used = (L % per) * b
+    if used:
+        assert (words[:, -1] >> np.uint32(used) == 0).all(), "pad bits must be zero"
+
+
+def test_pack_1bit_pad_bits_zero_with_all_minus_one_and_plus_one():
+    assert C.pack(np.full(33, 1, dtype=np.int8), 1).tolist() == [0xFFFFFFFF, 1]
+    assert C.pack(np.full(33, -1, dtype=np.int8), 1).tolist() == [0, 0]
+    assert C.pack(np.full(5, -1, dtype=np.int8), 8).tolist() == [0xFFFFFFFF, 0xFF]
+
+
+@SETTINGS
+@given(x=st.integers(0, 2**32 - 1))
+def test_popcount(x):
+    assert C.popcount32(x) == bin(x).count("1")
+
+
+# ---- matmul ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("qa,qw", PAIRS)
+@PER_PAIR
+@given(N=st.integers(1, 7), M=st.integers(1, 9),
+       K=st.one_of(st.sampled_from([1, 2, 15, 16, 17, 31, 32, 33, 64, 65]), st.integers(1, 300)),
+       seed=st.integers(0, 2**32 - 1), mode_a=MODES, mode_w=MODES)
+def test_matmul_matches_reference(qa, qw, N, M, K, seed, mode_a, mode_w):
+    a = make_vals(seed, (N, K), qa, mode_a)
+    w = make_vals(seed + 1, (M, K), qw, mode_w)
+    y = C.matmul(a, w, qa, qw)
+    assert y.dtype == np.int32 and y.shape == (N, M)
+    np.testing.assert_array_equal(y, R.matmul(a, w))
+
+
+@pytest.mark.parametrize("b", [1, 2])
+def test_popcount_fast_paths_signs(b):
+    """The 1- and 2-bit popcount paths on every product of two values, one
+    product per row pair, K odd so the last word is partial."""
+    vals = [-1, 1] if b == 1 else [-2, -1, 0, 1]
+    for va, vw in itertools.product(vals, vals):
+        for K in (1, 7, 16, 33, 77):
+            a = np.full((1, K), va, dtype=np.int8)
+            w = np.full((2, K), vw, dtype=np.int8)
+            w[1, 0] = vals[0]
+            y = C.matmul(a, w, b, b)
+            assert y[0, 0] == va * vw * K, (va, vw, K)
+            assert y[0, 1] == va * vw * (K - 1) + va * vals[0]
+
+
+def test_matmul_packed_words_interface():
+    a = make_vals(1, (3, 45), 4)
+    w = make_vals(2, (5, 45), 2)
+    y = C.matmul_packed(R.pack(a, 4), R.pack(w, 2), 3, 5, 45, 4, 2)
+    np.testing.assert_array_equal(y, R.matmul(a, w))
+    with pytest.raises(ValueError):
+        C.matmul_packed(R.pack(a, 4), R.pack(w, 2), 3, 5, 50, 4, 2)
+    with pytest.raises(ValueError):
+        C.matmul(a, a, 3, 4)
+
+
+# ---- conv2d -----------------------------------------------------------------------------
+
+@st.composite
+def conv_shapes(draw):
+    G = draw(st.sampled_from([1, 1, 2, 3, "dw"]))
+    if G == "dw":
+        C_ = draw(st.integers(1, 6))
+        G, Cg, Kg = C_, 1, 1
+    else:
+        Cg, Kg = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    KS = draw(st.integers(1, 5))
+    P = draw(st.integers(0, 2))
+    S = draw(st.integers(1, 3))
+    H = draw(st.integers(max(1, KS - 2 * P), 9))
+    W = draw(st.integers(max(1, KS - 2 * P), 9))
+    N = draw(st.integers(1, 2))
+    return (N, Cg * G, H, W, Kg * G, KS, S, P, G)
+
+
+@pytest.mark.parametrize("qa,qw", PAIRS)
+@PER_PAIR
+@given(shape=conv_shapes(), seed=st.integers(0, 2**32 - 1), mode_a=MODES, mode_w=MODES)
+def test_conv2d_matches_reference(qa, qw, shape, seed, mode_a, mode_w):
+    N, C_, H, W, K, KS, S, P, G = shape
+    x = make_vals(seed, (N, C_, H, W), qa, mode_a)
+    w = make_vals(seed + 1, (K, C_ // G, KS, KS), qw, mode_w)
+    y = C.conv2d(x, w, qa, qw, S, P, G)
+    assert y.dtype == np.int32
+    np.testing.assert_array_equal(y, R.conv2d(x, w, S, P, G))
+
+
+@pytest.mark.parametrize("b", [1, 2])
+@pytest.mark.parametrize("P", [0, 1])
+def test_conv2d_popcount_path_with_and_without_padding(b, P):
+    # several output channels per group (the packed fast path), patch length
+    # 3*3*5 = 45 (not a multiple of 16 or 32); P=1 mixes padded border windows
+    shape = (1, 10, 7, 6, 6, 3, 1, P, 2)
+    x = make_vals(11, (1, 10, 7, 6), b)
+    w = make_vals(12, (6, 5, 3, 3), b)
+    np.testing.assert_array_equal(C.conv2d(x, w, b, b, 1, P, 2), R.conv2d(x, w, 1, P, 2))
+    y = C.run_kernel("conv2d", shape, b, b, 3)
+    np.testing.assert_array_equal(y, R.expected_output("conv2d", shape, b, b, 3))
+
+
+def test_conv2d_one_bit_padding_is_zero_not_minus_one():
+    x = np.ones((1, 1, 4, 4), dtype=np.int8)
+    w = np.ones((1, 1, 3, 3), dtype=np.int8)
+    y = C.conv2d(x, w, 1, 1, 1, 1, 1)
+    assert y[0, 0, 0, 0] == 4 and y[0, 0, 1, 1] == 9 and y[0, 0, 0, 1] == 6
+
+
+@SETTINGS
+@given(shape=st.tuples(*[st.integers(0, 4)] * 9))
+def test_conv_check(shape):
+    N, C_, H, W, K, KS, S, P, G = shape
+    ok = (min(N, C_, H, W, K, KS, S, G) >= 1 and C_ % G == 0 and K % G == 0
+          and H + 2 * P >= KS and W + 2 * P >= KS)
+    assert C.conv_check(shape) == ok
+
+
+# ---- pooling and requant --------------------------------------------------------------------
+
+@SETTINGS
+@given(N=st.integers(1, 2), C_=st.integers(1, 3), H=st.integers(1, 9), W=st.integers(1, 9),
+       ks=st.integers(1, 4), s=st.integers(1, 3), seed=st.integers(0, 2**32 - 1),
+       mode=st.sampled_from(["random", "random", "min", "max"]))
+def test_pools_match_reference(N, C_, H, W, ks, s, seed, mode):
+    if H < ks or W < ks:
+        return
+    x = make_vals(seed, (N, C_, H, W), 8, mode)
+    np.testing.assert_array_equal(C.maxpool(x, ks, s), R.maxpool(x, ks, s))
+    np.testing.assert_array_equal(C.avgpool(x, ks, s), R.avgpool(x, ks, s))
+
+
+def test_avgpool_negative_half_rounds_up():
+    x = np.array([0, 0, 0, -2, -1, -1, -1, -3, 0, 0, 0, -3], dtype=np.int8).reshape(3, 1, 2, 2)
+    assert C.avgpool(x, 2, 2).reshape(-1).tolist() == [0, -1, -1]
+
+
+@SETTINGS
+@given(shape=st.sampled_from([(2, 3, 4, 5), (3, 7), (1, 1, 1, 1), (2, 4, 9)]),
+       axis=st.sampled_from([0, 1, -1]), relu=st.booleans(), out_bits=st.sampled_from(BITS),
+       big=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_requant_matches_reference(shape, axis, relu, out_bits, big, seed):
+    rng = np.random.default_rng(seed)
+    ch = shape[axis]
+    lim = 2**31 if big else 3000
+    acc = rng.integers(-lim, lim, size=shape).astype(np.int32)
+    bias = rng.integers(-lim, lim, size=ch).astype(np.int32)
+    mult = rng.integers(1, 2**31 if big else 2**12, size=ch).astype(np.int32)
+    shift = rng.integers(1, 63 if big else 16, size=ch).astype(np.uint8)
+    y = C.requant(acc, bias, mult, shift, relu, out_bits, channel_axis=axis)
+    np.testing.assert_array_equal(y, R.requant(acc, bias, mult, shift, relu, out_bits, channel_axis=axis))
+    if out_bits > 1 and not big and relu:
+        assert (y >= 0).all()
+
+
+def test_requant_extremes():
+    acc = np.array([2**31 - 1, -2**31, 0, -1, 1], dtype=np.int32).reshape(1, 5)
+    for shift in (1, 31, 62):
+        for bias in (2**31 - 1, -2**31):
+            args = (acc, [bias] * 5, [2**31 - 1] * 5, [shift] * 5)
+            for relu, ob in itertools.product([False, True], BITS):
+                np.testing.assert_array_equal(C.requant(*args, relu, ob), R.requant(*args, relu, ob))
+
+
+# ---- data generation and checksums -------------------------------------------------------------
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1))
+def test_xorshift_step(seed):
+    v, new = C.xorshift32(seed)
+    ref, st_ = R.xorshift32_sequential(seed, 1)
+    assert v == new == int(ref[0]) == st_
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(0, 4), L=st.integers(1, 100),
+       b=st.sampled_from(BITS), b2=st.sampled_from(BITS))
+def test_fill_random_matches_reference(seed, rows, L, b, b2):
+    w1, s1 = C.fill_random(seed, rows, L, b)
+    w2, s2 = C.fill_random(s1, 2, L + 3, b2)          # the state continues
+    r1, t1 = R.fill_random(seed, rows, L, b)
+    r2, t2 = R.fill_random(t1, 2, L + 3, b2)
+    np.testing.assert_array_equal(w1, r1)
+    np.testing.assert_array_equal(w2, r2)
+    assert s1 == t1 and s2 == t2
+    if rows:
+        used = (L % (32 // b)) * b
+        if used:
+            assert (w1[:, -1] >> np.uint32(used) == 0).all()
+
+
+@SETTINGS
+@given(data=st.binary(max_size=300), crc=st.integers(0, 2**32 - 1))
+def test_crc32_matches_zlib(data, crc):
+    assert C.crc32(data) == zlib.crc32(data)
+    assert C.crc32(data, crc) == zlib.crc32(data, crc)
+
+
+def test_crc32_known_value():
+    assert C.crc32(b"123456789") == 0xCBF43926
+
+
+@pytest.mark.parametrize("qa,qw", PAIRS)
+def test_run_kernel_checksums_match_reference(qa, qw):
+    for op, shape in [("matmul", (3, 5, 77)), ("matmul", (1, 1, 1)),
+                      ("conv2d", (2, 3, 9, 8, 6, 3, 2, 1, 3)), ("conv2d", (1, 4, 5, 5, 4, 3, 1, 1, 4))]:
+        seed = 1000 * qa + qw
+        y = C.run_kernel(op, shape, qa, qw, seed)
+        np.testing.assert_array_equal(y, R.expected_output(op, shape, qa, qw, seed))
+        assert C.checksum(y) == R.expected_checksum(op, shape, qa, qw, seed)
