@@ -128,10 +128,10 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
         if self.model == "rf":
             from sklearn.ensemble import RandomForestRegressor
 
-            return RandomForestRegressor(n_estimators=200, random_state=rs)
+            return RandomForestRegressor(n_estimators=100, random_state=rs)
         from sklearn.ensemble import GradientBoostingRegressor
 
-        return GradientBoostingRegressor(n_estimators=300, learning_rate=0.05, max_depth=3, random_state=rs)
+        return GradientBoostingRegressor(n_estimators=200, learning_rate=0.1, max_depth=3, random_state=rs)
 
     def _X(self, specs: Sequence[KernelSpec]) -> np.ndarray:
         X, names = make_features(specs, self.features, log=self._log, op=self.op)

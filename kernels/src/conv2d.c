@@ -89,7 +89,7 @@ void mico_conv2d(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
     uint32_t *packed = (uint32_t *)(void *)(patch + Lp);
     /* popcount path: same 1/2-bit widths, no padding in the window, and more
      * than one output channel to amortise packing the patch */
-    int fast = 1 && qa == qw && (qa == 1 || qa == 2) && Kg > 1;
+    int fast = qa == qw && (qa == 1 || qa == 2) && Kg > 1;
     gather_fn gather;
     uint32_t n, g, oh, ow, kk, k;
 
@@ -112,7 +112,7 @@ void mico_conv2d(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
                     int32_t *y = Yg + oh * OW + ow;
                     const uint32_t *w = Wg;
                     int padded = gather(Xg, wpp, Cg, s, oh, ow, patch);
-                    if (fast || padded) {
+                    if (fast && !padded) {
                         mico_pack(patch, L, qa, packed);
                         if (qa == 1)
                             for (kk = 0; kk < Kg; kk++, w += wpr, y += plane)
