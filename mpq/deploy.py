@@ -1,0 +1,197 @@
+"""Deploy and validate: run the generated C model on a target and check it.
+
+For every test image the logits returned by the device are compared element
+by element with the PyTorch integer reference (bit-exact or it is a bug);
+on-target accuracy is set beside the reference's; measured per-layer and
+end-to-end latency is set beside the proxy's prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness import registry
+from harness.errors import MeasureError, UserError
+
+from . import codegen
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeployResult:
+    report: dict
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.report["bit_exact"])
+
+
+def _pct(measured: float | None, predicted: float | None) -> float | None:
+    if measured is None or predicted is None or measured == 0:
+        return None
+    return 100.0 * (predicted - measured) / measured
+
+
+def _predict(proxy_path: str | None, timed: list[dict]) -> tuple[list[float | None], str | None]:
+    if not proxy_path:
+        return [None] * len(timed), None
+    from proxy.model import load_proxies
+
+    p = Path(proxy_path)
+    if not p.exists():
+        log.warning("proxy %s not found; no predictions", p)
+        return [None] * len(timed), None
+    lat = load_proxies(p)
+    out: list[float | None] = []
+    for t in timed:
+        if t["spec"] is None:
+            out.append(None)
+        else:
+            try:
+                out.append(float(lat.predict_specs([t["spec"]])[0]))
+            except (KeyError, UserError, ValueError):
+                out.append(None)
+    return out, getattr(lat, "unit", None)
+
+
+def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, progress: bool = True,
+           params: dict | None = None) -> DeployResult:
+    from .scheme import load_scheme
+
+    scheme_path = Path(scheme_path)
+    qmodel, imodel, scheme = load_scheme(scheme_path)
+    target = registry.get(target_name, **(params or {}))
+    ok, why = target.available()
+    if not ok:
+        raise UserError(f"target {target_name} is not available: {why}")
+    build = target.build()
+    gen = codegen.generate(imodel, {"model": scheme.get("model"), "dataset": scheme.get("dataset")})
+    t0 = time.monotonic()
+    image = codegen.compile_image(gen, target.model_toolchain())
+    compile_s = time.monotonic() - t0
+
+    from .datasets import load_dataset
+
+    ds = load_dataset(scheme.get("dataset", "digits"), scheme.get("data_dir"))
+    x, y = ds.x_test, ds.y_test.numpy()
+    if limit:
+        x, y = x[:limit], y[:limit]
+    import torch
+
+    with torch.no_grad():
+        xq = imodel.quantize_input(x)
+        ref = np.asarray(imodel.forward_int(xq), dtype=np.int64)
+        fq_logits = qmodel(x)
+    xq_np = np.asarray(xq, dtype=np.int8).reshape(len(y), -1)
+    n_layers = len(gen.timed_layers)
+    dev = np.zeros_like(ref)
+    times = np.zeros((len(y), n_layers), dtype=np.float64)
+    totals = np.zeros(len(y), dtype=np.float64)
+    try:
+        session = target.open(build)
+    except MeasureError as e:
+        raise UserError(f"target {target_name} did not boot: {e}") from None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(y), desc=f"deploy on {target_name}", unit="img", leave=False)
+    try:
+        info = session.load_model(image)
+        if info["in_count"] != xq_np.shape[1] or info["out_count"] != ref.shape[1]:
+            raise UserError("the loaded model's input/output sizes differ from the scheme's; regenerate it.")
+        for i in range(len(y)):
+            r = session.run_model(xq_np[i].tobytes())
+            dev[i] = r.outputs
+            times[i] = r.layers
+            totals[i] = r.total
+            if bar is not None:
+                bar.update(1)
+    except MeasureError as e:
+        raise UserError(f"running the model on {target_name} failed: {e}") from None
+    finally:
+        if bar is not None:
+            bar.close()
+        session.close()
+
+    mism = np.any(dev != ref, axis=1)
+    unit = session.hello.timer_unit
+    preds, punit = _predict(scheme.get("proxy"), gen.timed_layers)
+    if punit and punit != unit:
+        log.warning("proxy unit %s differs from the target's %s", punit, unit)
+    layers = []
+    for j, t in enumerate(gen.timed_layers):
+        col = times[:, j]
+        med = float(np.median(col))
+        q1, q3 = np.percentile(col, [25, 75])
+        spec = t["spec"]
+        layers.append({
+            "name": t["name"], "kind": t["kind"],
+            "qa": spec.qa if spec else None, "qw": spec.qw if spec else None,
+            "spec": spec.to_dict() if spec else None,
+            "measured_median": med, "measured_iqr": float(q3 - q1),
+            "predicted": preds[j], "error_pct": _pct(med, preds[j]),
+        })
+    kernel_preds = [p for p in preds if p is not None]
+    pred_total = float(sum(kernel_preds)) if kernel_preds else None
+    other = scheme.get("predicted_latency", {}).get("other_ops")
+    if pred_total is not None and other:
+        pred_total += float(other)
+    meas_total = float(np.median(totals))
+    q1, q3 = np.percentile(totals, [25, 75])
+    acc_dev = float(np.mean(dev.argmax(1) == y))
+    acc_ref = float(np.mean(ref.argmax(1) == y))
+    acc_fq = float(np.mean(fq_logits.argmax(1).numpy() == y))
+    report = {
+        "format": "mico-deploy", "version": 1,
+        "target": target_name, "fingerprint": build.fingerprint, "scheme": str(scheme_path),
+        "model": scheme.get("model"), "dataset": scheme.get("dataset"),
+        "n_images": int(len(y)), "bit_exact": bool(not mism.any()), "mismatches": int(mism.sum()),
+        "max_abs_diff": int(np.abs(dev - ref).max()) if len(y) else 0,
+        "first_mismatch": int(np.argmax(mism)) if mism.any() else None,
+        "accuracy": {"target": acc_dev, "integer_reference": acc_ref, "fakequant": acc_fq},
+        "latency": {
+            "unit": unit, "measured_total_median": meas_total, "measured_total_iqr": float(q3 - q1),
+            "predicted_total": pred_total, "error_pct": _pct(meas_total, pred_total),
+            "predicted_covers": "conv/linear kernels" + (" + other ops" if other else ""),
+            "layers": layers,
+        },
+        "image_bytes": len(image), "scratch_bytes": gen.scratch_bytes, "compile_s": compile_s,
+        "bits": [[l["qa"], l["qw"]] for l in layers if l["qa"] is not None],
+    }
+    return DeployResult(report)
+
+
+def write_report(res: DeployResult, path: str | Path) -> None:
+    try:
+        Path(path).write_text(json.dumps(res.report, indent=2))
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}.") from None
+
+
+def summary_text(r: dict) -> str:
+    lat = r["latency"]
+    lines = [
+        f"{r['model']} on {r['target']}: {r['n_images']} images, "
+        + ("bit-exact (C logits == PyTorch integer reference on every image)" if r["bit_exact"]
+           else f"NOT bit-exact: {r['mismatches']} images differ (max |diff| {r['max_abs_diff']})"),
+        f"accuracy: target {100 * r['accuracy']['target']:.2f}%, integer reference "
+        f"{100 * r['accuracy']['integer_reference']:.2f}%, fake-quant {100 * r['accuracy']['fakequant']:.2f}%",
+    ]
+    pt = lat["predicted_total"]
+    lines.append(f"latency: measured {lat['measured_total_median']:.0f} {lat['unit']} (median), predicted "
+                 + (f"{pt:.0f} ({lat['error_pct']:+.1f}%)" if pt is not None else "n/a"))
+    for l in lat["layers"]:
+        p = l["predicted"]
+        lines.append(f"  {l['name']:<10} {l['kind']:<6} "
+                     + (f"{l['qa']}x{l['qw']} " if l["qa"] else "    ")
+                     + f"measured {l['measured_median']:>10.0f}  predicted "
+                     + (f"{p:>10.0f} ({l['error_pct']:+.1f}%)" if p is not None else "       n/a (not modelled)"))
+    return "\n".join(lines)

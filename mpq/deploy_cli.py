@@ -1,0 +1,91 @@
+"""`mico deploy` and `mico demo`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+
+import click
+
+from harness.cli import emit
+from harness.errors import UserError
+
+
+@click.command()
+@click.option("--scheme", "scheme_path", required=True, type=click.Path(dir_okay=False),
+              help="scheme.json written by `mico search`.")
+@click.option("--target", "target_name", required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Where to write deploy.json (default: next to the scheme).")
+@click.option("--limit", type=int, default=None, help="Only the first N test images.")
+@click.option("--param", "params", multiple=True, help="Target parameter KEY=VALUE (repeatable).")
+@click.option("--no-progress", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def deploy(scheme_path, target_name, output, limit, params, no_progress, as_json):
+    """Generate C for a scheme, run it on a target over the whole test set and
+    validate it: logits bit-exact against the PyTorch integer reference,
+    accuracy, and measured vs predicted latency per layer and end to end.
+    Exits 1 if any image's logits differ."""
+    from harness.commands import _params
+
+    from .deploy import deploy as run_deploy
+    from .deploy import summary_text, write_report
+
+    if not Path(scheme_path).exists():
+        raise UserError(f"scheme file {scheme_path} does not exist; run `mico search` first.")
+    res = run_deploy(scheme_path, target_name, limit=limit, progress=not no_progress, params=_params(params))
+    out = Path(output) if output else Path(scheme_path).with_name("deploy.json")
+    write_report(res, out)
+    res.report["output"] = str(out)
+    emit(res.report, as_json, summary_text(res.report) + f"\nwrote {out}")
+    if not res.ok:
+        raise SystemExit(1)
+
+
+DEMO_STEPS = [
+    ["sweep", "--target", "host", "--plan", "zoo", "--store", "{out}/store.db", "--jobs", "2", "--budget", "0.5"],
+    ["sweep", "--target", "host", "--plan", "random:24", "--store", "{out}/store.db", "--jobs", "2", "--budget", "0.5"],
+    ["fit", "--store", "{out}/store.db", "--target", "host", "--op", "all", "--features", "cbops+",
+     "--model", "gbrt", "-o", "{out}/proxy.json"],
+    ["search", "--model", "lenet", "--dataset", "digits", "--proxy", "{out}/proxy.json",
+     "--latency-budget", "{budget}", "--searcher", "evolution", "-o", "{out}/scheme.json"],
+    ["deploy", "--scheme", "{out}/scheme.json", "--target", "host", "-o", "{out}/deploy.json"],
+    ["report", "--store", "{out}/store.db", "--proxy", "{out}/proxy.json", "--scheme", "{out}/scheme.json",
+     "--deploy", "{out}/deploy.json", "-o", "{out}/report"],
+]
+
+
+@click.command()
+@click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False))
+@click.option("--latency-budget", "budget", default="60%", show_default=True,
+              help="Latency budget for the search, absolute or relative to the all-8x8 model.")
+@click.pass_context
+def demo(ctx, out_dir, budget):
+    """The whole loop on the embedded default: host target, scikit-learn's
+    digits, a LeNet-style CNN.  Measure -> fit -> search -> generate C ->
+    deploy -> report, printing each step's command so it can be rerun alone."""
+    from harness.cli import main
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {out}: {e.strerror}.") from None
+    t_all = time.monotonic()
+    timings = []
+    for step in DEMO_STEPS:
+        argv = [a.format(out=out, budget=budget) for a in step]
+        click.secho(f"\n$ mico {shlex.join(argv)}", bold=True)
+        t0 = time.monotonic()
+        try:
+            rc = main.main(argv, standalone_mode=False)
+        except SystemExit as e:
+            rc = e.code
+        if rc not in (0, None):
+            raise UserError(f"demo step `mico {argv[0]}` failed (exit {rc}); see the message above.")
+        timings.append({"step": argv[0], "seconds": round(time.monotonic() - t0, 1)})
+    total = time.monotonic() - t_all
+    (out / "demo.json").write_text(json.dumps({"steps": timings, "total_s": round(total, 1)}, indent=2))
+    click.secho(f"\ndemo finished in {total:.0f} s; report: {out / 'report' / 'index.html'}", bold=True)
