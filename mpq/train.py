@@ -18,6 +18,7 @@ from torch import nn
 from .fold import fold_model, is_folded
 from .models import QuantModel
 from .quant import enable_fake_quant, enable_observer, reset_observers
+from .util import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ def _train_loop(model: QuantModel, x, y, steps_or_epochs: tuple[int | None, int 
                 batch_size: int, seed: int, weight_decay: float, desc: str, progress: bool,
                 freeze_bn: bool = False) -> list[float]:
     epochs, steps = steps_or_epochs
+    if len(x) == 0:
+        raise ValueError("no training data")
     gen = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     per_epoch = (len(x) + batch_size - 1) // batch_size
@@ -66,6 +69,15 @@ def _train_loop(model: QuantModel, x, y, steps_or_epochs: tuple[int | None, int 
         sched = None
     losses: list[float] = []
     bar = _progress(total, desc, progress)
+    with torch_threads():
+        _run_steps(model, x, y, batch_size, gen, opt, sched, total, losses, bar, freeze_bn)
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return losses
+
+
+def _run_steps(model, x, y, batch_size, gen, opt, sched, total, losses, bar, freeze_bn) -> None:
     model.train()
     if freeze_bn:
         _bn_eval(model)
@@ -78,16 +90,12 @@ def _train_loop(model: QuantModel, x, y, steps_or_epochs: tuple[int | None, int 
             opt.step()
             if sched is not None:
                 sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             done += 1
             if bar is not None:
                 bar.update(1)
             if done >= total:
                 break
-    if bar is not None:
-        bar.close()
-    model.eval()
-    return losses
 
 
 def train_float(model: QuantModel, x: torch.Tensor, y: torch.Tensor, epochs: int = 30, lr: float = 3e-3,
@@ -115,10 +123,11 @@ def calibrate(model: QuantModel, x: torch.Tensor, batches: int = 4, batch_size: 
     gen = torch.Generator().manual_seed(int(seed))
     model.train()
     _bn_eval(model)
-    for i, (xb, _) in enumerate(iterate_batches(x, x.new_zeros(len(x)), batch_size, True, gen)):
-        if i >= batches:
-            break
-        model(xb)
+    with torch_threads():
+        for i, (xb, _) in enumerate(iterate_batches(x, x.new_zeros(len(x)), batch_size, True, gen)):
+            if i >= batches:
+                break
+            model(xb)
     model.eval()
 
 
@@ -153,7 +162,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     was = model.training
     model.eval()
     correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+    with torch_threads():
+        for i in range(0, len(x), batch_size):
+            correct += int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
     model.train(was)
     return correct / max(len(x), 1)

@@ -428,6 +428,10 @@ class ModelLatency:
                 out[i] = self._cache[specs[i]]
         return out, float(out.sum() + self.other)
 
+    def predict_specs(self, specs: Iterable[KernelSpec]) -> np.ndarray:
+        """Per-kernel latencies only (same as LatencyProxy.predict_specs, for mixed ops)."""
+        return self.predict(specs)[0]
+
     def total(self, specs: Iterable[KernelSpec]) -> float:
         """Predicted latency of the whole network (kernels + other)."""
         return self.predict(specs)[1]

@@ -4,6 +4,7 @@ kernels/native.py) against the NumPy reference, element by element."""
 from __future__ import annotations
 
 import itertools
+import shutil
 import subprocess
 import zlib
 
@@ -60,6 +61,105 @@ def test_sources_compile_freestanding_without_warnings(tmp_path):
         assert not foreign, f"{src.name} calls {foreign}"
 
 
+RV32_FLAGS = ["-march=rv32im", "-mabi=ilp32", "-ffreestanding", "-nostdlib", "-std=c99", "-O2",
+              "-Wall", "-Wextra", "-Werror"]
+
+
+def test_sources_compile_for_rv32im(tmp_path):
+    """The same sources build for the RISC-V firmware and need no libc (and,
+    so far, not even libgcc helpers)."""
+    cc = shutil.which("riscv64-unknown-elf-gcc")
+    nm = shutil.which("riscv64-unknown-elf-nm")
+    if not cc or not nm:
+        pytest.skip("riscv64-unknown-elf-gcc not installed (apt-get install gcc-riscv64-unknown-elf)")
+    for src in toolchain.kernel_sources():
+        obj = tmp_path / (src.stem + ".o")
+        res = subprocess.run([cc, *RV32_FLAGS, "-I", str(toolchain.INCLUDE_DIR), "-c", str(src), "-o", str(obj)],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        undef = subprocess.run([nm, "-u", str(obj)], capture_output=True, text=True, timeout=60).stdout.split()
+        foreign = [s for s in undef if s != "U" and not s.startswith("mico_")
+                   and s not in ("memset", "memcpy")]
+        assert not foreign, f"{src.name} needs {foreign} on rv32im"
+
+
+ASAN_DRIVER = r"""
+#include <stdlib.h>
+#include <stdio.h>
+#include "mico_kernels.h"
+/* exact-size heap buffers, so ASan sees any read one word past a row */
+static void *xmalloc(size_t n) { void *p = malloc(n ? n : 1); if (!p) abort(); return p; }
+int main(void) {
+    static const uint32_t mm[][3] = {{1,1,1},{3,5,17},{2,3,33},{1,2,100},{4,3,15}};
+    static const uint32_t cv[][9] = {{1,3,5,5,6,3,1,1,3},{2,4,6,7,4,3,2,2,2},{1,6,5,5,6,3,1,0,6},
+                                     {1,5,4,4,4,1,1,0,1},{1,2,7,7,4,5,3,2,2},{1,10,6,6,6,3,1,0,2}};
+    int bits[4] = {1, 2, 4, 8};
+    uint32_t state = 7, crc = 0;
+    for (int ia = 0; ia < 4; ia++) for (int iw = 0; iw < 4; iw++) {
+        int qa = bits[ia], qw = bits[iw];
+        for (unsigned t = 0; t < sizeof mm / sizeof mm[0]; t++) {
+            uint32_t N = mm[t][0], M = mm[t][1], K = mm[t][2];
+            uint32_t *A = xmalloc(4u * N * mico_words(K, qa)), *W = xmalloc(4u * M * mico_words(K, qw));
+            int32_t *Y = xmalloc(4u * N * M);
+            void *scr = xmalloc(mico_matmul_scratch(K));
+            mico_fill_random(&state, A, N, K, qa);
+            mico_fill_random(&state, W, M, K, qw);
+            mico_matmul(A, W, Y, N, M, K, qa, qw, scr);
+            crc = mico_crc32(crc, Y, 4u * N * M);
+            free(A); free(W); free(Y); free(scr);
+        }
+        for (unsigned t = 0; t < sizeof cv / sizeof cv[0]; t++) {
+            mico_conv_shape s = {cv[t][0], cv[t][1], cv[t][2], cv[t][3], cv[t][4], cv[t][5],
+                                 cv[t][6], cv[t][7], cv[t][8]};
+            if (mico_conv_check(&s)) return 2;
+            uint32_t red = s.C / s.G * s.KS * s.KS, outs = s.N * s.K * mico_conv_out_h(&s) * mico_conv_out_w(&s);
+            uint32_t *X = xmalloc(4u * s.N * s.C * mico_words(s.H * s.W, qa));
+            uint32_t *Wt = xmalloc(4u * s.K * mico_words(red, qw));
+            int32_t *Y = xmalloc(4u * outs);
+            void *scr = xmalloc(mico_conv_scratch(&s));
+            mico_fill_random(&state, X, s.N * s.C, s.H * s.W, qa);
+            mico_fill_random(&state, Wt, s.K, red, qw);
+            mico_conv2d(X, Wt, Y, &s, qa, qw, scr);
+            crc = mico_crc32(crc, Y, 4u * outs);
+            free(X); free(Wt); free(Y); free(scr);
+        }
+    }
+    {
+        int8_t x[2 * 3 * 5 * 4], y[64];
+        int32_t acc[7] = {2147483647, -2147483647 - 1, 0, -1, 1, 5, -5}, b[7], m[7];
+        uint8_t sh[7];
+        int8_t o[7];
+        for (unsigned i = 0; i < sizeof x; i++) x[i] = (int8_t)(i * 37u);
+        mico_maxpool(x, y, 2, 3, 5, 4, 2, 2);
+        mico_avgpool(x, y, 2, 3, 5, 4, 3, 1);
+        for (int i = 0; i < 7; i++) { b[i] = i & 1 ? 2147483647 : -2147483647 - 1; m[i] = 2147483647; sh[i] = (uint8_t)(1 + 10 * i); }
+        for (int ob = 1; ob <= 8; ob *= 2) mico_requant(acc, o, 7, 7, 1, b, m, sh, ob & 1, ob);
+    }
+    printf("%08x\n", (unsigned)crc);
+    return 0;
+}
+"""
+
+
+def test_kernels_clean_under_asan_ubsan(tmp_path):
+    """No out-of-bounds access or undefined behaviour on any (qa, qw), with
+    exact-size buffers (a read one word past a packed row is an error)."""
+    drv = tmp_path / "drv.c"
+    drv.write_text(ASAN_DRIVER)
+    exe = tmp_path / "drv"
+    res = subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-fsanitize=address,undefined",
+                          "-fno-sanitize-recover=all", "-I", str(toolchain.INCLUDE_DIR), str(drv),
+                          *map(str, toolchain.kernel_sources()), "-o", str(exe)],
+                         capture_output=True, text=True, timeout=300)
+    if res.returncode != 0 and "asan" in res.stderr.lower():
+        pytest.skip("gcc has no AddressSanitizer runtime here")
+    assert res.returncode == 0, res.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120,
+                         env={"ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(run.stdout.strip()) == 8
+
+
 def test_library_is_cached():
     a = C.build()
     b = C.build()
@@ -85,6 +185,9 @@ def test_pack_1bit_pad_bits_zero_with_all_minus_one_and_plus_one():
     assert C.pack(np.full(33, 1, dtype=np.int8), 1).tolist() == [0xFFFFFFFF, 1]
     assert C.pack(np.full(33, -1, dtype=np.int8), 1).tolist() == [0, 0]
     assert C.pack(np.full(5, -1, dtype=np.int8), 8).tolist() == [0xFFFFFFFF, 0xFF]
+    # b=1 packs values >= 0 as +1 (code 1), like the 1-bit requant
+    zero = np.array([0, -1, 1], dtype=np.int8)
+    assert C.pack(zero, 1).tolist() == R.pack(zero, 1).tolist() == [0b101]
 
 
 @SETTINGS

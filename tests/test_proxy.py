@@ -231,6 +231,7 @@ def test_multi_op_file_and_model_latency(tmp_path, mm_data, conv_data):
     np.testing.assert_array_equal(per, expect)
     assert total == pytest.approx(sum(expect) + 1000.0)
     assert ml.total(layers) == total and ml.predict(layers)[1] == total  # cached path agrees
+    np.testing.assert_array_equal(ml.predict_specs(layers), per)
     np.testing.assert_array_equal(LatencyProxy.load(path, op="conv2d").predict(conv_data[0]), pc.predict(conv_data[0]))
     with pytest.raises(UserError, match="choose one with op="):
         LatencyProxy.load(path)

@@ -54,10 +54,11 @@ int mico_bits_ok(int b);
 /* ---- building blocks shared by the kernels (additions to version 1) ------- */
 /* number of set bits (portable SWAR, no builtins) */
 uint32_t mico_popcount32(uint32_t x);
-/* dot product of Kp int8 values a[0..Kp) with a packed row w of qw-bit codes,
- * Kp a multiple of 32 (whole words); a[] must be 0 wherever the row has pad
- * bits (so padding contributes nothing, also for qw=1) */
-int32_t mico_dot_i8_packed(const int8_t *a, const uint32_t *w, uint32_t Kp, int qw);
+/* dot product of K int8 values a[] with a packed row w of K qw-bit codes;
+ * reads the row's mico_words(K,qw) words whole, so a[] must hold that many
+ * words' worth of entries (K rounded up to a multiple of 32 is enough for
+ * every qw) and be 0 beyond K (so padding adds nothing, also for qw=1) */
+int32_t mico_dot_i8_packed(const int8_t *a, const uint32_t *w, uint32_t K, int qw);
 /* dot product of two packed rows of K codes with qa == qw == b in {1,2},
  * by popcounts on whole words (pad bits must be zero, as mico_pack makes them) */
 int32_t mico_dot_packed_b1(const uint32_t *a, const uint32_t *w, uint32_t K);

@@ -122,7 +122,7 @@ void mico_conv2d(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
                                 *y = mico_dot_packed_b2(packed, w, L);
                     } else {
                         for (kk = 0; kk < Kg; kk++, w += wpr, y += plane)
-                            *y = mico_dot_i8_packed(patch, w, Lp, qw);
+                            *y = mico_dot_i8_packed(patch, w, L, qw);
                     }
                 }
             }

@@ -1,21 +1,22 @@
 /* Dot product of an unpacked int8 vector with a packed row of qw-bit codes.
  * The switch on qw sits outside the loops so every inner loop extracts with
- * constant shifts.  Kp is a multiple of 32: whole words only; the caller
- * zero-extends a[] over the pad codes, so they contribute nothing. */
+ * constant shifts.  It reads the mico_words(K,qw) words of the row whole;
+ * the caller zero-extends a[] over the pad codes (K rounded up to a multiple
+ * of 32 covers every qw), so they contribute nothing. */
 #include "mico_kernels.h"
 
 #define S2(c) ((int32_t)((c) ^ 2u) - 2)
 #define S4(c) ((int32_t)((c) ^ 8u) - 8)
 #define S8(c) ((int32_t)((c) ^ 128u) - 128)
 
-int32_t mico_dot_i8_packed(const int8_t *a, const uint32_t *w, uint32_t Kp, int qw) {
+int32_t mico_dot_i8_packed(const int8_t *a, const uint32_t *w, uint32_t K, int qw) {
     int32_t acc = 0;
     uint32_t j, i, nw;
     switch (qw) {
     case 1: {
         /* value 2c-1: dot = 2*sum(a where bit set) - sum(a) */
         int32_t sel = 0, all = 0;
-        nw = Kp >> 5;
+        nw = mico_words(K, 1u);
         for (j = 0; j < nw; j++, a += 32) {
             uint32_t x = w[j];
             for (i = 0; i < 32; i++) {
@@ -28,7 +29,7 @@ int32_t mico_dot_i8_packed(const int8_t *a, const uint32_t *w, uint32_t Kp, int 
         break;
     }
     case 2:
-        nw = Kp >> 4;
+        nw = mico_words(K, 2u);
         for (j = 0; j < nw; j++, a += 16) {
             uint32_t x = w[j];
             for (i = 0; i < 16; i++)
@@ -36,7 +37,7 @@ int32_t mico_dot_i8_packed(const int8_t *a, const uint32_t *w, uint32_t Kp, int 
         }
         break;
     case 4:
-        nw = Kp >> 3;
+        nw = mico_words(K, 4u);
         for (j = 0; j < nw; j++, a += 8) {
             uint32_t x = w[j];
             acc += (int32_t)a[0] * S4(x & 15u) + (int32_t)a[1] * S4((x >> 4) & 15u)
@@ -46,7 +47,7 @@ int32_t mico_dot_i8_packed(const int8_t *a, const uint32_t *w, uint32_t Kp, int 
         }
         break;
     default: /* 8 */
-        nw = Kp >> 2;
+        nw = mico_words(K, 8u);
         for (j = 0; j < nw; j++, a += 4) {
             uint32_t x = w[j];
             acc += (int32_t)a[0] * S8(x & 255u) + (int32_t)a[1] * S8((x >> 8) & 255u)

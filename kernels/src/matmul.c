@@ -31,6 +31,6 @@ void mico_matmul(const uint32_t *A, const uint32_t *W, int32_t *Y,
         for (k = K; k < Kp; k++)
             a[k] = 0;
         for (m = 0; m < M; m++, w += ww)
-            Y[m] = mico_dot_i8_packed(a, w, Kp, qw);
+            Y[m] = mico_dot_i8_packed(a, w, K, qw);
     }
 }

@@ -25,18 +25,18 @@ int32_t mico_dot_packed_b1(const uint32_t *a, const uint32_t *w, uint32_t K) {
 }
 
 /* 2-bit two's complement code (h,l) has value l - 2h, so
- * a*w = la*lw - 2*la*hw - 2*ha*lw + 4*ha*hw, each term a popcount of ANDed
- * bit planes (planes kept at the even bit positions); zero pad codes add 0 */
+ * a*w = la*lw - 2*(la*hw + ha*lw) + 4*ha*hw, each term a popcount of ANDed
+ * bit planes (planes kept at the even bit positions); zero pad codes add 0.
+ * The two cross terms share one popcount: one at even, one at odd bits. */
 int32_t mico_dot_packed_b2(const uint32_t *a, const uint32_t *w, uint32_t K) {
     uint32_t nw = mico_words(K, 2u), j;
-    uint32_t ll = 0, lh = 0, hl = 0, hh = 0;
+    uint32_t ll = 0, cross = 0, hh = 0;
     for (j = 0; j < nw; j++) {
         uint32_t la = a[j] & 0x55555555u, ha = (a[j] >> 1) & 0x55555555u;
         uint32_t lw = w[j] & 0x55555555u, hw = (w[j] >> 1) & 0x55555555u;
         ll += popcount_even(la & lw);
-        lh += popcount_even(la & hw);
-        hl += popcount_even(ha & lw);
         hh += popcount_even(ha & hw);
+        cross += mico_popcount32((la & hw) | ((ha & lw) << 1));
     }
-    return (int32_t)ll - 2 * (int32_t)(lh + hl) + 4 * (int32_t)hh;
+    return (int32_t)ll - 2 * (int32_t)cross + 4 * (int32_t)hh;
 }
