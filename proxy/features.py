@@ -11,6 +11,9 @@ returned by `Store.frame`) into a 2-D array.  All counts come from
 | `cbops`  | CBOPs = MACs x max(qa, qw)  (MiCo)                                    |
 | `cbops+` | CBOPs, weight loads (MACs x qw), activation loads (MACs x qa), MACs,  |
 |          | and the op's shape fields                                            |
+| `analytic` | a cost model of a bit-packed kernel: MACs split by (qa, qw) pair  |
+|          | (16 columns, one slope per pair), activations gathered/unpacked split |
+|          | by qa (4 columns), weights streamed split by qw (4), outputs written |
 
 With ``log=True`` (the default) every column is ``log1p``-transformed (log1p
 rather than log because a conv2d padding P may be 0); the tree models use that.
@@ -30,7 +33,8 @@ import numpy as np
 from harness.errors import UserError
 from harness.spec import KernelSpec
 
-FEATURE_SETS = ("raw", "bops", "cbops", "cbops+")
+FEATURE_SETS = ("raw", "bops", "cbops", "cbops+", "analytic")
+_BITS = (1, 2, 4, 8)
 
 _COUNTS = {
     "bops": ("bops",),
@@ -97,6 +101,9 @@ def feature_names(name: str, op: str | None) -> list[str]:
     fields = list(KernelSpec.FIELDS[op]) if op in KernelSpec.FIELDS else []
     if name == "raw":
         return fields + ["qa", "qw"]
+    if name == "analytic":
+        return ([f"macs_{a}x{w}" for a in _BITS for w in _BITS] + [f"act_{a}b" for a in _BITS]
+                + [f"wgt_{w}b" for w in _BITS] + ["outputs"])
     if name == "cbops+":
         return list(_COUNTS[name]) + fields
     return list(_COUNTS[name])
@@ -129,6 +136,9 @@ def features(data, name: str = "cbops", log: bool = True, op: str | None = None)
     if name == "raw":
         for s in specs:
             rows.append([*s.shape, s.qa, s.qw])
+    elif name == "analytic":
+        for s in specs:
+            rows.append(_analytic_row(s))
     else:
         counts = _COUNTS[name]
         with_shape = name == "cbops+"
@@ -141,6 +151,28 @@ def features(data, name: str = "cbops", log: bool = True, op: str | None = None)
     if log:
         X = np.log1p(X)
     return X, names
+
+
+def _analytic_row(s: KernelSpec) -> list[float]:
+    """Counts a bit-packed kernel's time is linear in, with one slope per bit-width.
+
+    Activations are unpacked once per output row (matmul: N*K values; conv2d:
+    one patch gather per output pixel: N*OH*OW*reduction values), weights are
+    streamed once per output row (MACs values), outputs are written once.
+    """
+    pair = _BITS.index(s.qa) * 4 + _BITS.index(s.qw)
+    row = [0.0] * 25
+    row[pair] = float(s.macs)
+    if s.op == "matmul":
+        d = s.dims
+        acts = d["N"] * d["K"]
+    else:
+        oh, ow = s.out_hw
+        acts = s.dims["N"] * oh * ow * s.reduction
+    row[16 + _BITS.index(s.qa)] = float(acts)
+    row[20 + _BITS.index(s.qw)] = float(s.weight_count)
+    row[24] = float(s.outputs)
+    return row
 
 
 def shape_groups(specs: Iterable[KernelSpec]) -> np.ndarray:

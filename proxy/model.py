@@ -90,7 +90,7 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
     Parameters
     ----------
     op : "matmul" or "conv2d" -- a proxy is fit per (target, op).
-    features : "raw" | "bops" | "cbops" | "cbops+" (see proxy.features).
+    features : "raw" | "bops" | "cbops" | "cbops+" | "analytic" (see proxy.features).
     model : "linear" | "rf" | "gbrt".
     random_state : seed of the tree models (and of nothing else).
 

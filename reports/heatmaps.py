@@ -88,7 +88,15 @@ def compute(df, target_names: dict[str, str] | None = None, n_representative: in
                      n_kernels=int(len(g)))
         _representative(hm, table, n_representative)
         out.append(hm)
+    order = {fp: i for i, fp in enumerate(names)}   # targets in the store's order, then ops as in harness.spec
+    out.sort(key=lambda h: (order.get(h.fingerprint, len(order)), h.target, _op_rank(h.op), h.unit or ""))
     return out
+
+
+def _op_rank(op: str) -> int:
+    from harness.spec import OPS
+
+    return OPS.index(op) if op in OPS else len(OPS)
 
 
 def _representative(hm: Heatmap, table, k: int) -> None:
@@ -142,10 +150,23 @@ def plot(hm: Heatmap, out_dir: Path, used: set[str]) -> str:
     ref = f"{hm.ref[0]}×{hm.ref[1]}"
     ax.set_title(f"{hm.title}\nlatency / latency at {ref}, median over {hm.n_shapes} shapes", fontsize=10)
     cb = fig.colorbar(im, ax=ax, shrink=0.9)
+    _plain_log_ticks(cb, lo, hi)
     cb.set_label(f"relative to {ref} (lower is faster)", fontsize=8)
     cb.ax.tick_params(labelsize=8)
     hm.png = save_figure(fig, out_dir, unique_name(f"heatmap_{hm.target}_{hm.op}", used))
     return hm.png
+
+
+def _plain_log_ticks(cb, lo: float, hi: float) -> None:
+    """Colorbar ticks at 1-2-5 steps, written 0.2, 0.5, 1 rather than 2x10^-1."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ticks = [m * 10.0 ** e for e in range(-4, 3) for m in (1, 2, 5) if lo <= m * 10.0 ** e <= hi]
+    if len(ticks) < 3:
+        ticks = sorted(set(ticks) | {float(f"{v:.2g}") for v in np.geomspace(lo, hi, 4)})
+    cb.ax.yaxis.set_major_locator(FixedLocator(ticks))
+    cb.ax.yaxis.set_minor_locator(NullLocator())
+    cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def _cmap():

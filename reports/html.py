@@ -89,7 +89,10 @@ def summarize_store(path: str | Path, targets: list[dict], frame) -> tuple[Store
                      "ambiguous": dup[t["name"]] > 1})
     counts = []
     if len(df):
-        for (fp, op), g in df.groupby(["fingerprint", "op"], sort=True):
+        order = {fp: i for i, fp in enumerate(names)}
+        groups = sorted(df.groupby(["fingerprint", "op"], sort=True),
+                        key=lambda kv: (order.get(kv[0][0], len(order)), heatmaps._op_rank(kv[0][1])))
+        for (fp, op), g in groups:
             vc = g["status"].astype(str).value_counts().to_dict()
             name = names.get(fp, "?")
             if dup.get(name, 0) > 1:

@@ -228,7 +228,7 @@ def plot(sch: Scheme, out_dir: Path, used: set[str]) -> str | None:
         return None
     from matplotlib.ticker import PercentFormatter
 
-    fig = new_figure(7.2, 4.8)
+    fig = new_figure(8.6, 4.8)
     ax = fig.add_subplot()
     if sch.candidates:
         feas = [c for c in sch.candidates if c.feasible is not False]
@@ -269,6 +269,6 @@ def plot(sch: Scheme, out_dir: Path, used: set[str]) -> str | None:
     by = f" · {sch.doc['searcher']}" if sch.doc.get("searcher") else ""
     ax.set_title(f"{model}{ds}: accuracy vs predicted latency{by}", fontsize=10)
     ax.grid(True, color="0.9", lw=0.6)
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    fig.legend(loc="outside right upper", fontsize=8, frameon=False)
     sch.png = save_figure(fig, out_dir, unique_name("pareto", used))
     return sch.png

@@ -387,3 +387,18 @@ def test_cli_fit_through_mico_group_exits_2(tmp_path):
                                       "matmul", "-o", str(tmp_path / "p.json")])
     assert r.exit_code == 2
     assert "error:" in r.output and "does not exist" in r.output and "Traceback" not in r.output
+
+
+def test_analytic_features_split_macs_by_pair():
+    from harness.spec import KernelSpec
+    from proxy.features import features
+
+    X, names = features([KernelSpec("matmul", (2, 3, 5), 4, 2), KernelSpec("conv2d", (1, 2, 5, 5, 3, 3, 1, 0, 1), 1, 8)][:1],
+                        "analytic", log=False)
+    row = dict(zip(names, X[0]))
+    assert row["macs_4x2"] == 30 and sum(v for k, v in row.items() if k.startswith("macs_")) == 30
+    assert row["act_4b"] == 10 and row["wgt_2b"] == 15 and row["outputs"] == 6
+    X, names = features([KernelSpec("conv2d", (1, 2, 5, 5, 3, 3, 1, 0, 1), 1, 8)], "analytic", log=False)
+    row = dict(zip(names, X[0]))
+    # 3x3 output pixels, reduction 2*3*3 = 18, 3 output channels
+    assert row["macs_1x8"] == 9 * 18 * 3 and row["act_1b"] == 9 * 18 and row["wgt_8b"] == 3 * 18 and row["outputs"] == 27

@@ -230,7 +230,7 @@ def test_scheme_and_deploy_in_html(full):
     assert "matmul[1,10,256] 8x4" in html
     # deploy
     assert "bit_exact" in html and "NOT bit-exact: 3 of 50 images differ" in html
-    assert "<td>3</td>" in html                                        # the mismatches row
+    assert "<th>mismatches</th><td>3</td>" in html and "<th>bit_exact</th><td>NO</td>" in html
     assert "+15.0%" in html and "-2.9%" in html and "not modelled" in html
     assert "8,760 ns" in html and "94.00%" in html
 
