@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import UserError
+from harness.spec import OPS
 
 from .common import fmt_pct, fmt_rho, new_figure, save_figure, unique_name
 
@@ -65,7 +66,7 @@ def compute(proxy_path: str | Path) -> list[Parity]:
 
     ml = load_proxies(proxy_path)   # validates the file (format, digest) -> UserError
     out = []
-    for op in ml.ops:
+    for op in sorted(ml.proxies, key=lambda o: (OPS.index(o) if o in OPS else len(OPS), o)):
         p = ml.proxies[op]
         specs, y = list(p.train_specs_), np.asarray(p.train_values_, dtype=float)
         saved = p.cv_ if isinstance(p.cv_, dict) else None

@@ -128,3 +128,26 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     assert {k for k in keys} == {s.key() for s in expand(plan)}
     assert all(r_[4] == "ok" for r_ in rows)
     assert r["skipped_existing"] == len(partial)
+
+
+def test_import_malformed_mico_csv_is_one_sentence_and_leaves_store_intact(tmp_path):
+    db = tmp_path / "s.db"
+    good = tmp_path / "good.csv"
+    good.write_text("N,M,K,QA,QW,Time\n1,16,64,8,8,1000\n1,16,64,4,4,600\n")
+    mico("import", good, "--target", "mico-board", "--op", "matmul", "--store", db)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("N,M,K,QA,QW,Time\n1,32,64,8,8,1000\n1,32,64,3,8,900\n")
+    r = mico("import", bad, "--target", "mico-board", "--op", "matmul", "--store", db, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = [l for l in r.stderr.strip().splitlines() if l]
+    assert len(lines) == 1 and "line 3" in lines[0] and "QA=3" in lines[0], r.stderr
+    # all or nothing: the good row of the bad file was not stored either
+    assert sorted(r_[:4] for r_ in _rows(db)) == [("matmul", "1,16,64", 4, 4), ("matmul", "1,16,64", 8, 8)]
+    r = mico("import", tmp_path / "missing.csv", "--target", "x", "--op", "matmul", "--store", db, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    conv = tmp_path / "conv.csv"
+    conv.write_text("H,W,C,K,Ks,S,QA,QW,Time\n8,8,3,16,3,1,8,8,5000\n8,8,3,16,3,1,2,2,1500\n")
+    mico("import", conv, "--target", "mico-board", "--op", "conv2d", "--store", db)
+    from harness.store import Store
+    df = Store(db, readonly=True).frame("mico-board", "conv2d")
+    assert sorted(df["shape"].unique()) == ["1,3,8,8,16,3,1,0,1"] and len(df) == 2

@@ -301,3 +301,29 @@ def test_minimal_scheme_and_empty_store(tmp_path):
     assert res.exit_code == 0, (res.output, res.exception)
     html = (tmp_path / "r" / "index.html").read_text()
     assert "holds no measurements" in html and "bit-exact: the target" in html and "fc" in html
+
+
+def test_tolerant_variants(inputs, tmp_path):
+    """A proxy that cannot be cross-validated, a scheme with candidates only, mismatches as a list."""
+    specs = [KernelSpec("matmul", (4, 64, 64), a, w) for a in BITS for w in BITS]
+    y = [1000.0 + 10 * s.cbops / 1000 for s in specs]
+    save_proxies({"matmul": LatencyProxy("matmul").fit(specs, y, cv=False)}, tmp_path / "p1.json")
+    doc = scheme_doc()
+    del doc["pareto"]
+    doc["accuracy"] = 0.95
+    doc["budget"] = {"text": "2 ms", "value": 2.0, "unit": "ms"}
+    (tmp_path / "s.json").write_text(json.dumps(doc))
+    dep = deploy_doc()
+    dep["mismatches"] = [4, 17, 23]
+    (tmp_path / "d.json").write_text(json.dumps(dep))
+    res = run("--store", inputs["store"], "--proxy", tmp_path / "p1.json", "--scheme", tmp_path / "s.json",
+              "--deploy", tmp_path / "d.json", "-o", tmp_path / "r", "--json")
+    assert res.exit_code == 0, (res.output, res.exception)
+    out = json.loads(res.stdout)
+    assert out["proxies"]["matmul"]["cv"] is None and "2 different shapes" in out["proxies"]["matmul"]["note"]
+    assert out["scheme"]["pareto_points"] >= 1 and out["scheme"]["chosen"]["latency"] == 8700.0
+    assert out["deploy"]["mismatches"] == 3
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "no cross-validation" in html and "computed from the candidates" in html
+    assert "the budget line is not drawn" in html and "4, 17, 23" in html
+    assert_png(tmp_path / "r" / "pareto.png")
