@@ -74,7 +74,9 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
     build = target.build()
     gen = codegen.generate(imodel, {"model": scheme.get("model"), "dataset": scheme.get("dataset")})
     t0 = time.monotonic()
-    image = codegen.compile_image(gen, target.model_toolchain())
+    # firmware targets run the generated C image; accelerator targets (runs_integer_models)
+    # take the IntegerModel and map its layers onto their own hardware
+    image = None if getattr(target, "runs_integer_models", False) else codegen.compile_image(gen, target.model_toolchain())
     compile_s = time.monotonic() - t0
 
     from .datasets import load_dataset
@@ -104,7 +106,7 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
 
         bar = tqdm(total=len(y), desc=f"deploy on {target_name}", unit="img", leave=False)
     try:
-        info = session.load_model(image)
+        info = session.load_integer_model(imodel) if image is None else session.load_model(image)
         if info["in_count"] != xq_np.shape[1] or info["out_count"] != ref.shape[1]:
             raise UserError("the loaded model's input/output sizes differ from the scheme's; regenerate it.")
         for i in range(len(y)):
@@ -163,7 +165,7 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
             "predicted_covers": "conv/linear kernels" + (" + other ops" if other else ""),
             "layers": layers,
         },
-        "image_bytes": len(image), "scratch_bytes": gen.scratch_bytes, "compile_s": compile_s,
+        "image_bytes": len(image) if image is not None else None, "scratch_bytes": gen.scratch_bytes, "compile_s": compile_s,
         "bits": [[l["qa"], l["qw"]] for l in layers if l["qa"] is not None],
     }
     return DeployResult(report)

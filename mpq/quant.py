@@ -313,7 +313,7 @@ class _QuantLayerMixin:
         w, b = self._quant_params()
         out = self._op(xq, w, b)
         if self.quant_enabled and self.exact_acc:
-            out = out + (self._exact_forward(xq) .to(out.dtype) - out).detach()
+            out = out + (self._exact_forward(xq).to(out.dtype) - out).detach()
         return out
 
     @torch.no_grad()

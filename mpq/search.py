@@ -28,7 +28,7 @@ from harness.errors import UserError
 
 from .evaluate import LatencyFn
 from .models import QuantModel, Scheme, normalize_scheme
-from .train import accuracy, calibrate, qat, quantize
+from .train import accuracy, qat, quantize
 
 log = logging.getLogger(__name__)
 
@@ -403,12 +403,24 @@ def make_searcher(kind: str, *args, **kw) -> Searcher:
     raise UserError(f"unknown searcher {kind!r}; use one of {', '.join(SEARCHERS)}.")
 
 
-def run_search(model: QuantModel, accuracy_fn: AccuracyFn, latency_fn: LatencyFn, budget_text: str | float,
+def model_budget(model: QuantModel, latency_fn: LatencyFn, budget_text: str | float, batch: int = 1,
+                 unit: str = "") -> Budget:
+    """Parse a budget against the model's all-8x8 / all-1x1 predicted latencies
+    (only the layer shapes matter: an untrained model will do)."""
+    lat = SchemeLatency(model, latency_fn, batch)
+    return parse_budget(budget_text, lat.uniform(8, 8), lat.uniform(1, 1), unit)
+
+
+def run_search(model: QuantModel, accuracy_fn: AccuracyFn, latency_fn: LatencyFn, budget_text: str | float | Budget,
                searcher: str = "evolution", n_evals: int = 40, seed: int = 0, batch: int = 1,
                unit: str = "", progress: bool = False, **kw) -> tuple[SearchResult, Budget]:
-    """Parse the budget against the model's all-8x8 / all-1x1 latencies and run a searcher."""
+    """Parse the budget (unless already a :class:`Budget`) against the model's
+    all-8x8 / all-1x1 latencies and run a searcher."""
     lat = SchemeLatency(model, latency_fn, batch)
-    budget = parse_budget(budget_text, lat.uniform(8, 8), lat.uniform(1, 1), unit)
+    budget = budget_text if isinstance(budget_text, Budget) else \
+        parse_budget(budget_text, lat.uniform(8, 8), lat.uniform(1, 1), unit)
+    if searcher not in SEARCHERS:
+        raise UserError(f"unknown searcher {searcher!r}; use one of {', '.join(SEARCHERS)}.")
     s = make_searcher(searcher, lat.n_layers, accuracy_fn, lat, budget.value, n_evals=n_evals, seed=seed,
                       progress=progress, **kw)
     return s.search(), budget

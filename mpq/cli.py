@@ -1,0 +1,179 @@
+"""``mico search``: train (or reuse) the float model, search per-layer
+bit-widths under a latency budget, QAT-fine-tune the chosen scheme and write
+``scheme.json`` + ``<stem>.pt``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from harness.errors import UserError
+
+from .datasets import DATASETS, load_dataset
+from .evaluate import (cbops_latency, integer_accuracy, latency_fn_from_proxy,
+                       latency_unit, size_bits, total_bops)
+from .integer import build_integer_model
+from .models import MODELS, QuantModel, get_model
+from .scheme import save_scheme
+from .search import SEARCHERS, PTQEvaluator, model_budget, run_search
+from .train import DEFAULT_EPOCHS, accuracy, qat, quantize, set_seed, train_float
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = ".mico-cache"
+#: validation hold-out (from TRAIN) used to score candidates, capped for MNIST
+VAL_FRACTION, VAL_MAX = 0.2, 2000
+
+
+def load_latency(proxy_path: str | None):
+    """(latency_fn, unit, proxy path or None)."""
+    if proxy_path is None:
+        log.warning("no --proxy given: latency is the analytic CBOPs count, not a measured proxy")
+        return cbops_latency, "cbops", None
+    try:
+        from proxy.model import load_proxies
+    except ImportError:  # pragma: no cover - proxy/ is part of the distribution
+        raise UserError("the proxy package is not available; reinstall mico-hil or drop --proxy.") from None
+    p = load_proxies(proxy_path)
+    fn = latency_fn_from_proxy(p)
+    return fn, latency_unit(fn), str(proxy_path)
+
+
+def float_model_cached(model_name: str, dataset: str, seed: int, epochs: int, x, y, cache_dir: Path,
+                       progress: bool) -> tuple[QuantModel, bool]:
+    """Train the float model or load the checkpoint keyed by model, dataset,
+    seed and epochs.  Returns (model, loaded_from_cache)."""
+    ckpt = cache_dir / f"float-{model_name}-{dataset}-seed{seed}-ep{epochs}.pt"
+    if ckpt.is_file():
+        model = get_model(model_name, dataset)
+        try:
+            model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+            model.eval()
+            log.info("loaded float model from %s", ckpt)
+            return model, True
+        except Exception as e:  # noqa: BLE001 - a stale/broken cache entry is retrained
+            log.warning("ignoring unusable checkpoint %s (%s)", ckpt, type(e).__name__)
+    set_seed(seed)
+    model = get_model(model_name, dataset)
+    train_float(model, x, y, epochs=epochs, seed=seed, progress=progress)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(ckpt)
+    except OSError as e:
+        log.warning("could not cache the float model in %s: %s", cache_dir, e)
+    return model, False
+
+
+def _fmt_bits(bits) -> str:
+    return " ".join(f"{a}x{w}" for a, w in bits)
+
+
+@click.command("search")
+@click.option("--model", "model_name", type=click.Choice(sorted(MODELS)), default="lenet", show_default=True,
+              help="Network to quantise.")
+@click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
+              help="digits is bundled; mnist/fashionmnist need --data-dir.")
+@click.option("--data-dir", type=click.Path(), default=None, help="Folder with the MNIST/Fashion-MNIST IDX files.")
+@click.option("--proxy", "proxy_path", type=click.Path(), default=None,
+              help="Latency proxy JSON from `mico fit` (without it: analytic CBOPs, not a measurement).")
+@click.option("--latency-budget", default="60%", show_default=True,
+              help="Absolute latency in the proxy's unit, or a percentage of the all-8x8 scheme's latency.")
+@click.option("--searcher", type=click.Choice(SEARCHERS), default="evolution", show_default=True)
+@click.option("--budget-evals", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Number of schemes whose accuracy is evaluated.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Float training epochs (default: 30 digits, 3 mnist, 4 fashionmnist).")
+@click.option("--qat-epochs", type=click.IntRange(min=0), default=3, show_default=True,
+              help="QAT fine-tuning epochs for the chosen scheme.")
+@click.option("--search-qat-steps", type=click.IntRange(min=0), default=20, show_default=True,
+              help="QAT steps per candidate during the search (0: pure PTQ).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch size N of the deployed kernels (for latency).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="scheme.json", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the scheme document as JSON.")
+def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, budget_evals, seed, epochs,
+           qat_epochs, search_qat_steps, batch, output, as_json):
+    """Search per-layer (qa, qw) bit-widths under a latency budget and write a scheme."""
+    t0 = time.monotonic()
+    progress = not as_json
+    out = Path(output)
+    latency_fn, unit, proxy_used = load_latency(proxy_path)
+    # the budget only needs layer shapes: check it before any training
+    budget = model_budget(get_model(model_name, dataset), latency_fn, latency_budget, batch, unit)
+    data = load_dataset(dataset, data_dir)
+    epochs = epochs or DEFAULT_EPOCHS[dataset]
+    x_tr, y_tr, x_val, y_val = data.split_validation(VAL_FRACTION, seed, VAL_MAX)
+
+    float_model, cached = float_model_cached(model_name, dataset, seed, epochs, x_tr, y_tr,
+                                             out.parent / CACHE_DIR, progress)
+    acc_float = accuracy(float_model, data.x_test, data.y_test)
+    log.info("float model: test accuracy %.4f (%s)", acc_float, "cached" if cached else "trained")
+
+    evaluator = PTQEvaluator(float_model, x_tr, y_tr, x_val, y_val, qat_steps=search_qat_steps, seed=seed)
+    result, budget = run_search(float_model, evaluator, latency_fn, budget, searcher=searcher,
+                                n_evals=budget_evals, seed=seed, batch=batch, unit=unit, progress=progress)
+    if result.best is None:
+        raise UserError("the search evaluated no scheme; raise --budget-evals or --latency-budget.")
+    best = result.best
+
+    # final QAT of the chosen scheme on the training split (validation excluded)
+    model = quantize(float_model, best.bits, x_tr, seed=seed)
+    if qat_epochs > 0:
+        torch.manual_seed(seed)
+        qat(model, x_tr, y_tr, epochs=qat_epochs, seed=seed, progress=progress)
+    model.eval()
+    int_model = build_integer_model(model)
+    acc_fq = accuracy(model, data.x_test, data.y_test)
+    acc_int = integer_accuracy(int_model, data.x_test, data.y_test)
+    specs = model.layer_specs(batch)
+    per, total = latency_fn(specs)
+
+    doc = {
+        "model": model_name,
+        "dataset": dataset,
+        "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+        "seed": seed,
+        "scale_policy": "mico",
+        "layers": [{"name": name, "kind": "conv2d" if s.op == "conv2d" else "linear", "qa": s.qa, "qw": s.qw,
+                    "spec": s.to_dict()} for name, s in zip(model.layer_names, specs)],
+        "input": {"shape": list(int_model.input_shape), "offset": int_model.input_offset,
+                  "bits": int_model.input_bits, "scale": int_model.input_scale},
+        "accuracy": {"float": acc_float, "fakequant": acc_fq, "integer": acc_int,
+                     "search_validation": best.accuracy, "split": "test"},
+        "predicted_latency": {"unit": unit, "total": float(total), "per_layer": [float(v) for v in per]},
+        "budget": budget.to_dict(),
+        "bops": total_bops(specs),
+        "size_bits": size_bits(specs),
+        "searcher": searcher,
+        "evaluations": result.evaluations,
+        "pareto": [c.to_dict() for c in result.pareto],
+        "proxy": proxy_used,
+        "train": {"epochs": epochs, "qat_epochs": qat_epochs, "search_qat_steps": search_qat_steps,
+                  "float_cached": cached, "n_train": int(len(y_tr)), "n_val": int(len(y_val)),
+                  "n_test": int(len(data.y_test))},
+        "wall_s": round(time.monotonic() - t0, 2),
+    }
+    path = save_scheme(out, doc, model)
+    doc = json.loads(path.read_text())
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"{model_name} on {dataset}: {searcher} search, {result.evaluations} schemes evaluated, "
+               f"budget {budget.value:.6g} {unit} ({budget.text})")
+    click.echo(f"{'layer':<8} {'op':<7} {'qa':>3} {'qw':>3} {'latency':>12}")
+    for layer, v in zip(doc["layers"], per):
+        click.echo(f"{layer['name']:<8} {layer['spec']['op']:<7} {layer['qa']:>3} {layer['qw']:>3} {v:>12.6g}")
+    click.echo(f"predicted latency {total:.6g} {unit} (all-8x8 would be "
+               f"{latency_fn(model.layer_specs(batch, [(8, 8)] * len(specs)))[1]:.6g})")
+    click.echo(f"accuracy (test): float {acc_float:.4f}  fake-quant {acc_fq:.4f}  integer {acc_int:.4f}")
+    click.echo(f"pareto front: " + ", ".join(f"[{_fmt_bits(c.bits)}] {c.accuracy:.3f}@{c.latency:.4g}"
+                                             for c in result.pareto))
+    click.echo(f"wrote {path} and {path.with_name(doc['weights'])}")

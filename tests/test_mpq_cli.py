@@ -1,0 +1,112 @@
+"""`mico search` end to end on digits (small budgets), scheme.json + weights,
+and load_scheme for the deploy code."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.errors import UserError
+from mpq.datasets import load_dataset
+from mpq.evaluate import integer_accuracy
+from mpq.scheme import load_scheme, read_scheme
+from mpq.train import accuracy
+
+torch.set_num_threads(1)
+FAST = ["--model", "lenet", "--epochs", "8", "--budget-evals", "6", "--qat-epochs", "1", "--search-qat-steps", "5"]
+
+
+@pytest.fixture(scope="module")
+def proxy_file(tmp_path_factory):
+    from proxy.model import LatencyProxy, save_proxies
+    from proxy.synthetic import synthetic_dataset
+
+    proxies = {}
+    for op in ("matmul", "conv2d"):
+        specs, y = synthetic_dataset(op, n_shapes=12, seed=3)
+        proxies[op] = LatencyProxy(op, "cbops", "linear").fit(specs, y, cv=False, unit="cycles")
+    return save_proxies(proxies, tmp_path_factory.mktemp("proxy") / "proxy.json")
+
+
+def run(args):
+    return CliRunner().invoke(main, ["search", *map(str, args)], catch_exceptions=False)
+
+
+def test_search_writes_scheme_and_weights(tmp_path, proxy_file):
+    out = tmp_path / "run" / "scheme.json"
+    r = run([*FAST, "--proxy", proxy_file, "--latency-budget", "50%", "--searcher", "random", "-o", out, "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc == json.loads(out.read_text())
+    assert doc["format"] == "mico-scheme" and doc["version"] == 1
+    assert (doc["model"], doc["dataset"], doc["seed"], doc["searcher"]) == ("lenet", "digits", 0, "random")
+    assert doc["weights"] == "scheme.pt" and (out.parent / "scheme.pt").is_file()
+    assert [l["name"] for l in doc["layers"]] == ["conv1", "conv2", "fc1", "fc2"]
+    assert [l["kind"] for l in doc["layers"]] == ["conv2d", "conv2d", "linear", "linear"]
+    assert all(l["spec"]["qa"] == l["qa"] and l["spec"]["qw"] == l["qw"] for l in doc["layers"])
+    pl = doc["predicted_latency"]
+    assert pl["unit"] == "cycles" and doc["budget"]["unit"] == "cycles" and doc["budget"]["text"] == "50%"
+    assert pl["total"] <= doc["budget"]["value"] and len(pl["per_layer"]) == 4
+    assert pl["total"] == pytest.approx(sum(pl["per_layer"]))
+    assert doc["evaluations"] == 6 and doc["pareto"] and doc["proxy"] == str(proxy_file)
+    assert all(p["latency"] <= doc["budget"]["value"] for p in doc["pareto"])
+    assert doc["bops"] > 0 and doc["size_bits"] > 0
+    acc = doc["accuracy"]
+    assert acc["float"] > 0.9 and acc["fakequant"] > 0.5 and abs(acc["integer"] - acc["fakequant"]) <= 0.01
+    assert doc["train"]["float_cached"] is False
+
+    # load_scheme: the deploy side gets the same numbers back
+    model, im, d2 = load_scheme(out)
+    assert d2 == doc and not model.training
+    assert im.scheme == tuple((l["qa"], l["qw"]) for l in doc["layers"])
+    data = load_dataset("digits")
+    assert accuracy(model, data.x_test, data.y_test) == pytest.approx(acc["fakequant"])
+    assert integer_accuracy(im, data.x_test, data.y_test) == pytest.approx(acc["integer"])
+    assert im.specs(1)[0].to_dict() == doc["layers"][0]["spec"]
+    assert im.input_bits == doc["input"]["bits"] and im.input_scale == doc["input"]["scale"]
+
+    # the float checkpoint is reused on the second run (keyed by model, dataset, seed)
+    r2 = run([*FAST, "--proxy", proxy_file, "--latency-budget", "50%", "--searcher", "evolution",
+              "-o", out.parent / "second.json"])
+    assert r2.exit_code == 0, r2.output
+    assert "fake-quant" in r2.stdout and "pareto front" in r2.stdout
+    d3 = read_scheme(out.parent / "second.json")
+    assert d3["train"]["float_cached"] is True and d3["accuracy"]["float"] == acc["float"]
+    assert (out.parent / "second.pt").is_file()
+
+
+def test_search_user_errors_exit_2(tmp_path, proxy_file):
+    cases = [
+        ([*FAST, "--proxy", proxy_file, "--latency-budget", "1", "-o", tmp_path / "a.json"], "below the smallest"),
+        ([*FAST, "--proxy", tmp_path / "missing.json", "-o", tmp_path / "b.json"], "does not exist"),
+        ([*FAST, "--dataset", "mnist", "-o", tmp_path / "c.json"], "--data-dir"),
+        ([*FAST, "--dataset", "mnist", "--data-dir", tmp_path / "nope", "-o", tmp_path / "c.json"], "does not exist"),
+        ([*FAST, "--latency-budget", "soon", "-o", tmp_path / "d.json"], "neither a number"),
+    ]
+    for args, pat in cases:
+        r = CliRunner().invoke(main, ["search", *map(str, args)])
+        assert r.exit_code == 2, (args, r.output)
+        lines = [l for l in r.output.splitlines() if l.startswith("error:")]
+        assert len(lines) == 1 and pat in lines[0], r.output
+        assert "Traceback" not in r.output
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_load_scheme_errors(tmp_path):
+    p = tmp_path / "s.json"
+    with pytest.raises(UserError, match="does not exist"):
+        load_scheme(p)
+    p.write_text("{}")
+    with pytest.raises(UserError, match="not a mico scheme"):
+        load_scheme(p)
+    p.write_text(json.dumps({"format": "mico-scheme", "version": 1, "model": "mlp", "dataset": "digits",
+                             "layers": [{"name": n, "qa": 8, "qw": 8} for n in ("fc1", "fc2", "fc3")],
+                             "weights": "s.pt"}))
+    with pytest.raises(UserError, match="weights"):
+        load_scheme(p)
+    (tmp_path / "s.pt").write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="cannot load"):
+        load_scheme(p)
