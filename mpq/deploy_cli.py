@@ -46,7 +46,7 @@ def deploy(scheme_path, target_name, output, limit, params, no_progress, as_json
 
 DEMO_STEPS = [
     ["sweep", "--target", "host", "--plan", "zoo", "--store", "{out}/store.db", "--jobs", "2", "--budget", "0.5"],
-    ["sweep", "--target", "host", "--plan", "random:24", "--store", "{out}/store.db", "--jobs", "2", "--budget", "0.5"],
+    ["sweep", "--target", "host", "--plan", "random:40", "--store", "{out}/store.db", "--jobs", "2", "--budget", "0.5"],
     ["fit", "--store", "{out}/store.db", "--target", "host", "--op", "all", "--features", "analytic",
      "--model", "linear", "-o", "{out}/proxy.json"],
     ["search", "--model", "lenet", "--dataset", "digits", "--proxy", "{out}/proxy.json",

@@ -103,7 +103,8 @@ def feature_names(name: str, op: str | None) -> list[str]:
         return fields + ["qa", "qw"]
     if name == "analytic":
         return ([f"macs_{a}x{w}" for a in _BITS for w in _BITS] + [f"act_{a}b" for a in _BITS]
-                + [f"wgt_{w}b" for w in _BITS] + ["outputs"])
+                + [f"wgt_{w}b" for w in _BITS] + ["outputs"]
+                + [f"macs_pad_{a}x{w}" for a in _BITS for w in _BITS] + ["gathers"])
     if name == "cbops+":
         return list(_COUNTS[name]) + fields
     return list(_COUNTS[name])
@@ -153,25 +154,43 @@ def features(data, name: str = "cbops", log: bool = True, op: str | None = None)
     return X, names
 
 
+def _interior(n_out: int, size: int, ks: int, stride: int, pad: int) -> int:
+    """Output positions along one axis whose window lies wholly inside the input."""
+    return sum(1 for o in range(n_out) if o * stride - pad >= 0 and o * stride - pad + ks <= size)
+
+
 def _analytic_row(s: KernelSpec) -> list[float]:
     """Counts a bit-packed kernel's time is linear in, with one slope per bit-width.
 
     Activations are unpacked once per output row (matmul: N*K values; conv2d:
     one patch gather per output pixel: N*OH*OW*reduction values), weights are
-    streamed once per output row (MACs values), outputs are written once.
+    streamed once per output row, outputs are written once, and every
+    (pixel, group) patch gather / matmul row has a fixed cost.  Conv MACs of
+    windows that touch the zero padding get their own 16 columns: the kernels
+    take a different path there (e.g. no popcount for 1- and 2-bit inputs,
+    since a padded 0 has no 1-bit code), so their cost per MAC differs.
     """
     pair = _BITS.index(s.qa) * 4 + _BITS.index(s.qw)
-    row = [0.0] * 25
-    row[pair] = float(s.macs)
+    row = [0.0] * 42
+    macs, pad_macs = float(s.macs), 0.0
     if s.op == "matmul":
         d = s.dims
         acts = d["N"] * d["K"]
+        gathers = d["N"]
     else:
+        d = s.dims
         oh, ow = s.out_hw
-        acts = s.dims["N"] * oh * ow * s.reduction
+        acts = d["N"] * oh * ow * s.reduction
+        gathers = d["N"] * oh * ow * d["G"]
+        inner = _interior(oh, d["H"], d["KS"], d["S"], d["P"]) * _interior(ow, d["W"], d["KS"], d["S"], d["P"])
+        pad_macs = macs * (1.0 - inner / float(oh * ow))
+        macs -= pad_macs
+    row[pair] = macs
     row[16 + _BITS.index(s.qa)] = float(acts)
     row[20 + _BITS.index(s.qw)] = float(s.weight_count)
     row[24] = float(s.outputs)
+    row[25 + pair] = pad_macs
+    row[41] = float(gathers)
     return row
 
 

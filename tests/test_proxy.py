@@ -397,8 +397,23 @@ def test_analytic_features_split_macs_by_pair():
                         "analytic", log=False)
     row = dict(zip(names, X[0]))
     assert row["macs_4x2"] == 30 and sum(v for k, v in row.items() if k.startswith("macs_")) == 30
+    assert row["macs_pad_4x2"] == 0
     assert row["act_4b"] == 10 and row["wgt_2b"] == 15 and row["outputs"] == 6
     X, names = features([KernelSpec("conv2d", (1, 2, 5, 5, 3, 3, 1, 0, 1), 1, 8)], "analytic", log=False)
     row = dict(zip(names, X[0]))
     # 3x3 output pixels, reduction 2*3*3 = 18, 3 output channels
     assert row["macs_1x8"] == 9 * 18 * 3 and row["act_1b"] == 9 * 18 and row["wgt_8b"] == 3 * 18 and row["outputs"] == 27
+
+
+def test_analytic_features_split_padded_windows():
+    from harness.spec import KernelSpec
+    from proxy.features import features
+
+    # 4x4 input, 3x3 kernel, padding 1: 12 of the 16 windows touch the padding
+    X, names = features([KernelSpec("conv2d", (1, 2, 4, 4, 3, 3, 1, 1, 1), 2, 2)], "analytic", log=False)
+    row = dict(zip(names, X[0]))
+    assert row["macs_2x2"] == 4 * 18 * 3 and row["macs_pad_2x2"] == 12 * 18 * 3
+    # 6x6 input: the 4x4 centre of the 6x6 output is interior
+    X, names = features([KernelSpec("conv2d", (1, 2, 6, 6, 3, 3, 1, 1, 1), 2, 2)], "analytic", log=False)
+    row = dict(zip(names, X[0]))
+    assert row["macs_2x2"] == 16 * 18 * 3 and row["macs_pad_2x2"] == 20 * 18 * 3

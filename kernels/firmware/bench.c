@@ -9,6 +9,22 @@
 #include "model_api.h"
 #include "mico_kernels.h"
 
+/* The MiCo SIMD build (vexriscv-mico) runs the CFU kernels, both for RUN_KERNEL
+ * and for generated models (through the api table). */
+#ifdef MICO_CFU
+#define BENCH_MATMUL mico_matmul_simd
+#define BENCH_CONV2D mico_conv2d_simd
+#else
+#define BENCH_MATMUL mico_matmul
+#define BENCH_CONV2D mico_conv2d
+#endif
+
+/* Targets with caches and branch predictors (RTL) set this to 1: a timed run
+ * then always follows a run of the same kernel, so repeats are identical. */
+#ifndef HAL_MIN_WARMUP
+#define HAL_MIN_WARMUP 0
+#endif
+
 static uint8_t rx[LINK_MAX_FRAME + 8];
 static uint8_t tx[LINK_MAX_FRAME + 8];
 static uint32_t last_seq = 0xFFFFFFFFu;
@@ -23,8 +39,8 @@ static int model_ready;
 static mico_model_header model_hdr;
 
 static const mico_api api = {
-    MICO_MODEL_ABI, hal_timer, mico_pack, mico_matmul_scratch, mico_matmul, mico_conv_scratch,
-    mico_conv2d, mico_requant, mico_maxpool, mico_avgpool,
+    MICO_MODEL_ABI, hal_timer, mico_pack, mico_matmul_scratch, BENCH_MATMUL, mico_conv_scratch,
+    BENCH_CONV2D, mico_requant, mico_maxpool, mico_avgpool,
 };
 
 static uint32_t rd32(const uint8_t *p) {
@@ -90,6 +106,16 @@ static void *take(arena_t *a, uint64_t bytes) {
     return a->base + at;
 }
 
+/* RUN_KERNEL reply: crc32 of the output, output count, repeats, per-repeat times */
+static void reply_runs(uint16_t seq, const int32_t *Y, uint64_t outs, const uint64_t *times, uint32_t repeats) {
+    begin(REQ_RUN_KERNEL | REP_OFFSET, seq);
+    w32(mico_crc32(0, Y, (size_t)(4 * outs)));
+    w32((uint32_t)outs);
+    w16(repeats);
+    for (uint32_t r = 0; r < repeats; r++) w64(times[r]);
+    send();
+}
+
 static void do_run_kernel(uint16_t seq, const uint8_t *p, uint32_t n) {
     if (n < 13) { send_error(seq, ERR_BAD_REQUEST, "RUN_KERNEL payload too short"); return; }
     uint8_t op = p[0], qa = p[1], qw = p[2];
@@ -100,6 +126,9 @@ static void do_run_kernel(uint16_t seq, const uint8_t *p, uint32_t n) {
     for (uint32_t i = 0; i < nd && i < 9; i++) d[i] = rd32(p + 13 + 4 * i);
     if (!mico_bits_ok(qa) || !mico_bits_ok(qw)) { send_error(seq, ERR_UNSUPPORTED, "bit-width not in {1,2,4,8}"); return; }
     if (repeats == 0 || 8u * repeats + 32u > hal_max_payload()) { send_error(seq, ERR_BAD_REQUEST, "repeats out of range"); return; }
+    if (warmup < HAL_MIN_WARMUP) warmup = HAL_MIN_WARMUP;
+    uint32_t total = warmup + repeats;
+    uint64_t *tv;
 
     uint8_t *abase; uint32_t asize;
     hal_arena(&abase, &asize);
@@ -117,26 +146,17 @@ static void do_run_kernel(uint16_t seq, const uint8_t *p, uint32_t n) {
         Wt = take(&ar, 4ull * M * mico_words(K, qw));
         Y = take(&ar, 4ull * outs);
         scratch = take(&ar, mico_matmul_scratch(K));
+        tv = take(&ar, 8ull * total);
         if (ar.used > ar.size) { send_error(seq, ERR_DOES_NOT_FIT, "tensors do not fit the device arena"); return; }
         mico_fill_random(&state, A, N, K, qa);
         mico_fill_random(&state, Wt, M, K, qw);
-        for (uint32_t r = 0; r < warmup; r++) mico_matmul(A, Wt, Y, N, M, K, qa, qw, scratch);
-        begin(REQ_RUN_KERNEL | REP_OFFSET, seq);
-        uint32_t at = tlen;
-        tlen += 10;
-        for (uint32_t r = 0; r < repeats; r++) {
+        /* warm-up and timed runs share one loop, so every run follows the same code path */
+        for (uint32_t r = 0; r < total; r++) {
             uint64_t t0 = hal_timer();
-            mico_matmul(A, Wt, Y, N, M, K, qa, qw, scratch);
-            uint64_t t1 = hal_timer();
-            w64(t1 - t0);
+            BENCH_MATMUL(A, Wt, Y, N, M, K, qa, qw, scratch);
+            tv[r] = hal_timer() - t0;
         }
-        uint32_t end = tlen;
-        tlen = at;
-        w32(mico_crc32(0, Y, (size_t)(4 * outs)));
-        w32((uint32_t)outs);
-        w16(repeats);
-        tlen = end;
-        send();
+        reply_runs(seq, Y, outs, tv + warmup, repeats);
     } else if (op == OP_CONV2D) {
         if (nd != 9) { send_error(seq, ERR_BAD_REQUEST, "conv2d needs 9 dims"); return; }
         cs.N = d[0]; cs.C = d[1]; cs.H = d[2]; cs.W = d[3]; cs.K = d[4];
@@ -149,26 +169,16 @@ static void do_run_kernel(uint16_t seq, const uint8_t *p, uint32_t n) {
         Wt = take(&ar, 4ull * cs.K * mico_words(red, qw));
         Y = take(&ar, 4ull * outs);
         scratch = take(&ar, mico_conv_scratch(&cs));
+        tv = take(&ar, 8ull * total);
         if (ar.used > ar.size) { send_error(seq, ERR_DOES_NOT_FIT, "tensors do not fit the device arena"); return; }
         mico_fill_random(&state, A, cs.N * cs.C, cs.H * cs.W, qa);
         mico_fill_random(&state, Wt, cs.K, red, qw);
-        for (uint32_t r = 0; r < warmup; r++) mico_conv2d(A, Wt, Y, &cs, qa, qw, scratch);
-        begin(REQ_RUN_KERNEL | REP_OFFSET, seq);
-        uint32_t at = tlen;
-        tlen += 10;
-        for (uint32_t r = 0; r < repeats; r++) {
+        for (uint32_t r = 0; r < total; r++) {
             uint64_t t0 = hal_timer();
-            mico_conv2d(A, Wt, Y, &cs, qa, qw, scratch);
-            uint64_t t1 = hal_timer();
-            w64(t1 - t0);
+            BENCH_CONV2D(A, Wt, Y, &cs, qa, qw, scratch);
+            tv[r] = hal_timer() - t0;
         }
-        uint32_t end = tlen;
-        tlen = at;
-        w32(mico_crc32(0, Y, (size_t)(4 * outs)));
-        w32((uint32_t)outs);
-        w16(repeats);
-        tlen = end;
-        send();
+        reply_runs(seq, Y, outs, tv + warmup, repeats);
     } else {
         send_error(seq, ERR_UNSUPPORTED, "unknown op");
     }

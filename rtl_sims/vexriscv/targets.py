@@ -1,0 +1,433 @@
+"""VexRiscv targets (Verilator) and the bring-your-own VexiiRiscv adapter.
+
+Every target is a Verilated RISC-V core inside the lean C++ testbench
+(``tb.cpp``: RAM on both Wishbone buses, MMIO UART/exit/cycle counter) running
+the one bench firmware, cross-compiled for rv32im with the RTL HAL.  The
+simulator's stdin/stdout are the UART, so the host talks the bench protocol
+over plain pipes (``ProcessTransport``).
+
+Target parameters (``--param KEY=VALUE``; all but the time bounds are part of
+the fingerprint):
+
+- ``mem_kib``      RAM size in KiB (default 4096)
+- ``wait_states``  cycles every Wishbone beat waits for its ACK (default 0)
+- ``cycle_limit``  stop a kernel (exit 124, a crash record) after this many cycles
+                   without host input (default 0 = no bound beyond ``timeout_s``)
+- ``timeout_s``    wall-clock bound for one request (default 300)
+
+``vexiiriscv`` also takes ``core_verilog=FILE[,FILE...]``, ``core_top=NAME`` or
+``profile=FILE.toml`` (see docs/vexiiriscv.md and profiles/vexiiriscv.example.toml).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import BuildError, CrashError, MeasureError, ToolchainMissing, UserError
+from harness.protocol import Client
+from harness.registry import register
+from harness.target import BuildResult, ModelToolchain, Session, Target, fingerprint_of
+from harness.transports import ProcessTransport
+from kernels import toolchain as tc
+
+from .. import verilator as vl
+
+HERE = Path(__file__).resolve().parent
+TB_SOURCES = [HERE / "tb.cpp"]
+MICO_TOP = HERE / "vexriscv_mico_top.v"
+CFU_VERILOG = HERE.parent / "cfu" / "mico_simd_cfu.v"
+SIMD_SOURCE = tc.SRC_DIR / "simd.c"
+CFU_HEADER = tc.INCLUDE_DIR / "mico_cfu.h"
+
+RV_GCC = "riscv64-unknown-elf-gcc"
+RV_OBJCOPY = "riscv64-unknown-elf-objcopy"
+RV_ARCH = ["-march=rv32im", "-mabi=ilp32"]
+FW_CFLAGS = [*RV_ARCH, "-O2", "-std=gnu11", "-ffreestanding", "-nostdlib", "-nostartfiles",
+             "-fno-tree-loop-distribute-patterns", "-ffunction-sections", "-fdata-sections", "-fno-strict-aliasing",
+             "-Wall", "-Wextra", "-Wno-unused-parameter"]
+FW_SOURCES = ("crt0.S", "bench.c", "link.c", "hal_rtl.c")
+DEFAULT_MEM_KIB = 4096
+MISSING_GCC = f"{RV_GCC} not found: run make setup"
+MISSING_VEX = "pythondata-cpu-vexriscv is not installed: run make setup"
+NO_VEXII = ("no VexiiRiscv Verilog configured: generate it with sbt (see docs/vexiiriscv.md) "
+            "and pass --param core_verilog=FILE")
+VEXII_ENV = "MICO_VEXIIRISCV_VERILOG"
+
+PARAMS = {"mem_kib", "wait_states", "cycle_limit", "timeout_s"}
+CORE_KEYS = {"verilog", "top", "ibus", "dbus", "clock", "reset", "reset_active_low", "reset_vector_port",
+             "address", "ram_base", "mmio_base", "timer", "isa"}
+BYO_PARAMS = PARAMS | {"core_verilog", "core_top", "profile"} | CORE_KEYS
+
+
+def vexriscv_verilog_dir() -> Path | None:
+    try:
+        spec = importlib.util.find_spec("pythondata_cpu_vexriscv")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    d = Path(list(spec.submodule_search_locations)[0]) / "verilog"
+    return d if d.is_dir() else None
+
+
+@dataclass(frozen=True)
+class CoreProfile:
+    """How the testbench drives one core: its RTL, ports and memory map."""
+
+    verilog: tuple[Path, ...]
+    top: str = "VexRiscv"
+    ibus: str = "iBusWishbone_"      # Wishbone signal prefix ("" = no such bus)
+    dbus: str = "dBusWishbone_"
+    clock: str = "clk"
+    reset: str = "reset"
+    reset_active_low: bool = False
+    reset_vector_port: str = "externalResetVector"   # "" when the reset vector is fixed in the RTL
+    address: str = "word"            # Wishbone ADR unit: "word" (ADR = byte address >> 2) or "byte"
+    ram_base: int = 0x40000000
+    mmio_base: int = 0xF0000000      # must be uncached by the core (VexRiscv: bit 31 set)
+    timer: str = "testbench"         # "mcycle" (core CSR) or "testbench" (MMIO counter)
+    isa: str = "rv32im"
+    cfu: bool = False
+
+    def check(self) -> None:
+        if not self.verilog:
+            raise UserError("the core profile names no Verilog file.")
+        for f in self.verilog:
+            if not f.is_file():
+                raise UserError(f"core Verilog {f} does not exist; generate it first (see docs/vexiiriscv.md).")
+        if not self.ibus and not self.dbus:
+            raise UserError("the core profile needs at least one Wishbone bus prefix (ibus or dbus).")
+        if self.address not in ("word", "byte"):
+            raise UserError(f"address must be 'word' or 'byte', not {self.address!r}.")
+        if self.timer not in ("mcycle", "testbench"):
+            raise UserError(f"timer must be 'mcycle' or 'testbench', not {self.timer!r}.")
+        if self.ram_base % 4096 or self.mmio_base % 4096 or self.ram_base >= self.mmio_base:
+            raise UserError("ram_base and mmio_base must be 4 KiB aligned with the RAM below the MMIO window.")
+
+    def defines(self) -> dict[str, str]:
+        d = {"TB_CLK": self.clock, "TB_RESET": self.reset, "TB_RESET_ACTIVE_LOW": str(int(self.reset_active_low)),
+             "TB_WORD_ADDR": str(int(self.address == "word")), "TB_RAM_BASE": f"0x{self.ram_base:08x}u",
+             "TB_MMIO_BASE": f"0x{self.mmio_base:08x}u"}
+        if self.ibus:
+            d["TB_IBUS"] = self.ibus
+        if self.dbus:
+            d["TB_DBUS"] = self.dbus
+        if self.reset_vector_port:
+            d["TB_RESET_VECTOR"] = self.reset_vector_port
+            d["TB_RESET_VECTOR_VALUE"] = f"0x{self.ram_base:08x}u"
+        return d
+
+    def describe(self) -> dict:
+        d = {k: getattr(self, k) for k in ("top", "ibus", "dbus", "clock", "reset", "reset_active_low",
+                                            "reset_vector_port", "address", "timer", "isa", "cfu")}
+        d["ram_base"] = f"0x{self.ram_base:08x}"
+        d["mmio_base"] = f"0x{self.mmio_base:08x}"
+        d["verilog"] = [p.name for p in self.verilog]
+        return d
+
+
+def _int(v, name: str) -> int:
+    if isinstance(v, bool):
+        raise UserError(f"--param {name} must be an integer.")
+    if isinstance(v, int):
+        return v
+    try:
+        return int(str(v), 0)
+    except ValueError:
+        raise UserError(f"--param {name}={v!r} must be an integer.") from None
+
+
+def _bool(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    return str(v).strip().lower() in ("1", "true", "yes", "on")
+
+
+class VexRiscvTarget(Target):
+    """A Verilated core + testbench running the rv32im bench firmware."""
+
+    deterministic = True
+    timer_unit = "cycles"
+    kernel_timeout = 300.0
+    boot_timeout = 60.0
+
+    variant = ""            # Verilog file in pythondata-cpu-vexriscv
+    timer = "testbench"
+    cfu = False
+    isa = "rv32im"
+
+    def __init__(self, **params):
+        allowed = self.allowed_params()
+        bad = sorted(set(params) - allowed)
+        if bad:
+            raise UserError(f"target {self.name} has no parameter {bad[0]!r}; it takes {', '.join(sorted(allowed))}.")
+        super().__init__(**params)
+        self.mem_kib = _int(params.get("mem_kib", DEFAULT_MEM_KIB), "mem_kib")
+        self.wait_states = _int(params.get("wait_states", 0), "wait_states")
+        self.cycle_limit = _int(params.get("cycle_limit", 0), "cycle_limit")
+        if not 256 <= self.mem_kib <= 1 << 20:
+            raise UserError(f"--param mem_kib={self.mem_kib} is out of range (256 .. 1048576).")
+        if not 0 <= self.wait_states <= 64:
+            raise UserError(f"--param wait_states={self.wait_states} is out of range (0 .. 64).")
+        if self.cycle_limit < 0:
+            raise UserError("--param cycle_limit must be >= 0.")
+        if "timeout_s" in params:
+            t = _int(params["timeout_s"], "timeout_s")
+            if t < 1:
+                raise UserError("--param timeout_s must be >= 1.")
+            self.kernel_timeout = float(t)
+
+    def allowed_params(self) -> set[str]:
+        return set(PARAMS)
+
+    # ---- what is simulated ------------------------------------------------------------
+    def profile(self) -> CoreProfile:
+        d = vexriscv_verilog_dir()
+        if d is None:
+            raise ToolchainMissing(MISSING_VEX)
+        files = [d / self.variant]
+        top = "VexRiscv"
+        if self.cfu:
+            files += [CFU_VERILOG, MICO_TOP]
+            top = "vexriscv_mico_top"
+        return CoreProfile(tuple(files), top=top, timer=self.timer, isa=self.isa, cfu=self.cfu)
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            vl.find_verilator()
+        except ToolchainMissing as e:
+            return False, str(e)
+        if not shutil.which(RV_GCC):
+            return False, MISSING_GCC
+        try:
+            prof = self.profile()
+        except UserError as e:
+            return False, str(e)
+        missing = [f for f in prof.verilog if not f.is_file()]
+        if missing:
+            return False, f"{missing[0]} is missing: reinstall pythondata-cpu-vexriscv (run make setup)."
+        return True, ""
+
+    # ---- build -------------------------------------------------------------------------
+    def _require(self) -> CoreProfile:
+        ok, why = self.available()
+        if not ok:
+            raise ToolchainMissing(why)
+        prof = self.profile()
+        prof.check()
+        return prof
+
+    def design(self, prof: CoreProfile) -> vl.ModelDesign:
+        return vl.ModelDesign(name=self.name, verilog=list(prof.verilog), top=prof.top, tb_sources=TB_SOURCES,
+                              defines=prof.defines())
+
+    def firmware_defines(self, prof: CoreProfile) -> list[str]:
+        d = [f'-DMICO_TARGET_ID="{self.name}"', f'-DMICO_ISA="{prof.isa}"', f"-DMMIO_BASE=0x{prof.mmio_base:08X}",
+             "-DHAL_MIN_WARMUP=1"]
+        if prof.timer == "mcycle":
+            d.append("-DHAL_TIMER_MCYCLE")
+        if prof.cfu:
+            d.append("-DMICO_CFU")
+        return d
+
+    def build_firmware(self, prof: CoreProfile) -> tc.Artifact:
+        gcc = shutil.which(RV_GCC)
+        if not gcc:
+            raise ToolchainMissing(MISSING_GCC)
+        fw = tc.FIRMWARE_DIR
+        srcs = [fw / s for s in FW_SOURCES] + tc.kernel_sources()
+        inputs = srcs + [fw / "rv32.ld"] + sorted(fw.glob("*.h")) + sorted(tc.INCLUDE_DIR.glob("*.h"))
+        defs = self.firmware_defines(prof)
+        ldflags = [f"-Wl,-T,{fw / 'rv32.ld'}", "-Wl,--gc-sections", "-Wl,--no-warn-rwx-segments",
+                   f"-Wl,--defsym=__mico_ram_base=0x{prof.ram_base:08x}", "-lgcc"]
+        objcopy = shutil.which(RV_OBJCOPY) or RV_OBJCOPY
+
+        def compile_fw(out: Path) -> None:
+            tc.run_tool([gcc, *FW_CFLAGS, *defs, "-I", tc.INCLUDE_DIR, "-I", fw, *srcs, *ldflags,
+                         "-o", out / "bench.elf"])
+            tc.run_tool([objcopy, "-O", "binary", out / "bench.elf", out / "bench.bin"])
+
+        try:
+            return tc.build_cached("firmware-rv32", inputs, [tc.tool_identity(gcc), *FW_CFLAGS, *defs, *ldflags],
+                                   "bench.elf", compile_fw)
+        except tc.ToolError as e:
+            if e.missing:
+                raise ToolchainMissing(str(e)) from None
+            raise BuildError(f"building the {self.name} firmware failed: {e}", e.stderr) from None
+
+    def build(self) -> BuildResult:
+        prof = self._require()
+        v = vl.find_verilator()
+        sim = vl.build_model(self.design(prof))
+        fw = self.build_firmware(prof)
+        gcc_id = tc.tool_identity(shutil.which(RV_GCC) or RV_GCC)
+        parts = {"target": self.name, "simulator": sim.digest, "firmware": fw.digest, "verilator": v.version,
+                 "cc": gcc_id, "mem_kib": self.mem_kib, "wait_states": self.wait_states, "core": prof.describe()}
+        info = {"simulator_digest": sim.digest, "firmware_digest": fw.digest, "verilator": v.version,
+                "verilator_source": v.source, "cc": gcc_id, "cflags": FW_CFLAGS, "mem_kib": self.mem_kib,
+                "wait_states": self.wait_states, "core": prof.describe(), "verilator_flags": vl.FAST_FLAGS}
+        return BuildResult(self.name, fingerprint_of(parts), {"simulator": str(sim.path), "firmware": str(fw.path)},
+                           info=info, cached=sim.cached and fw.cached)
+
+    # ---- run ---------------------------------------------------------------------------
+    def command(self, build: BuildResult) -> list[str]:
+        argv = [build.artifacts["simulator"], "--mem-kib", str(self.mem_kib), "--wait-states", str(self.wait_states)]
+        if self.cycle_limit:
+            argv += ["--max-busy-cycles", str(self.cycle_limit)]
+        return argv + [build.artifacts["firmware"]]
+
+    def open(self, build: BuildResult) -> Session:
+        for k in ("simulator", "firmware"):
+            if not Path(build.artifacts[k]).exists():
+                raise CrashError(f"the {k} of {self.name} is gone from the build cache; build again")
+        t = ProcessTransport(self.command(build))
+        # a pipe neither loses nor damages bytes: a missing reply means a hung or dead simulator,
+        # and resending would only multiply the wait, so the client does not retry
+        client = Client(t, timeout=self.boot_timeout, retries=0)
+        try:
+            hello = client.hello()
+        except MeasureError as e:
+            detail = t.describe_failure()
+            t.close(timeout=0.5)
+            raise CrashError(f"{self.name} did not answer HELLO: {e}", detail) from None
+        client.timeout = self.kernel_timeout
+        return Session(t, client, hello)
+
+    def model_toolchain(self) -> ModelToolchain:
+        gcc = shutil.which(RV_GCC)
+        if not gcc:
+            raise ToolchainMissing(MISSING_GCC)
+        return ModelToolchain(cc=[gcc], cflags=[*RV_ARCH, "-mcmodel=medany", "-O2"],
+                              objcopy=shutil.which(RV_OBJCOPY) or RV_OBJCOPY, triple="riscv32-rv32im")
+
+
+class VexRiscvCacheless(VexRiscvTarget):
+    name = "vexriscv-cacheless"
+    description = ("VexRiscv Lite (rv32im, 2 KiB I$, no D$, iterative mul/div) in Verilator; "
+                   "timed by the testbench cycle counter")
+    variant = "VexRiscv_Lite.v"
+
+
+class VexRiscvSmall(VexRiscvTarget):
+    name = "vexriscv-small"
+    description = ("VexRiscv standard (rv32im, 4 KiB I$ + 4 KiB D$, 1-cycle mul) in Verilator; "
+                   "timed by the testbench cycle counter")
+    variant = "VexRiscv.v"
+
+
+class VexRiscvFull(VexRiscvTarget):
+    name = "vexriscv-full"
+    description = "VexRiscv Full (rv32im, 4 KiB I$ + 4 KiB D$, 1-cycle mul) in Verilator; timed by mcycle"
+    variant = "VexRiscv_Full.v"
+    timer = "mcycle"
+
+
+class VexRiscvMico(VexRiscvTarget):
+    name = "vexriscv-mico"
+    description = ("VexRiscv FullCfu + the MiCo mixed-precision SIMD unit on its CFU port; "
+                   "bench firmware with the SIMD kernels; timed by mcycle")
+    variant = "VexRiscv_FullCfu.v"
+    timer = "mcycle"
+    cfu = True
+    isa = "rv32im+cfu(mico-simd)"
+
+    def available(self) -> tuple[bool, str]:
+        ok, why = super().available()
+        if not ok:
+            return ok, why
+        for f, what in ((CFU_VERILOG, "the MiCo SIMD unit"), (SIMD_SOURCE, "the SIMD kernels"),
+                        (CFU_HEADER, "the CFU instruction header")):
+            if not f.is_file():
+                rel = f.relative_to(HERE.parents[1]) if f.is_relative_to(HERE.parents[1]) else f
+                return False, f"{rel} ({what}) is missing from this checkout."
+        return True, ""
+
+
+class VexiiRiscvTarget(VexRiscvTarget):
+    """Bring-your-own core: user Verilog with VexRiscv-style Wishbone ports."""
+
+    name = "vexiiriscv"
+    description = ("bring-your-own VexiiRiscv (or any rv32im core with Wishbone buses): "
+                   "--param core_verilog=FILE core_top=NAME, or profile=FILE.toml")
+
+    def allowed_params(self) -> set[str]:
+        return set(BYO_PARAMS)
+
+    def _config(self) -> dict | None:
+        """The core settings from (lowest to highest priority) env, profile file, params."""
+        p = self.params
+        cfg: dict = {}
+        base = Path.cwd()
+        env = os.environ.get(VEXII_ENV, "").strip()
+        prof_file = p.get("profile")
+        if not prof_file and env.endswith(".toml"):
+            prof_file = env
+        elif env and "core_verilog" not in p:
+            cfg["verilog"] = env
+        if prof_file:
+            path = Path(str(prof_file)).expanduser()
+            try:
+                data = tomllib.loads(path.read_text())
+            except FileNotFoundError:
+                raise UserError(f"core profile {path} does not exist.") from None
+            except (OSError, tomllib.TOMLDecodeError) as e:
+                raise UserError(f"cannot read the core profile {path}: {e}.") from None
+            core = data.get("core", data)
+            unknown = sorted(set(core) - CORE_KEYS)
+            if unknown:
+                raise UserError(f"core profile {path}: unknown key {unknown[0]!r}; known: {', '.join(sorted(CORE_KEYS))}.")
+            cfg.update(core)
+            base = path.resolve().parent
+        if "core_verilog" in p:
+            cfg["verilog"] = p["core_verilog"]
+            base = Path.cwd()
+        if "core_top" in p:
+            cfg["top"] = p["core_top"]
+        for k in CORE_KEYS - {"verilog", "top"}:
+            if k in p:
+                cfg[k] = p[k]
+        if "verilog" not in cfg:
+            return None
+        v = cfg["verilog"]
+        files = v if isinstance(v, list) else [s for s in str(v).split(",") if s.strip()]
+        cfg["verilog"] = tuple((base / Path(str(f).strip()).expanduser()).resolve() for f in files)
+        cfg.setdefault("top", "VexiiRiscv")
+        return cfg
+
+    def profile(self) -> CoreProfile:
+        cfg = self._config()
+        if cfg is None:
+            raise UserError(NO_VEXII)
+        kw = dict(cfg)
+        for k in ("ram_base", "mmio_base"):
+            if k in kw:
+                kw[k] = _int(kw[k], k)
+        if "reset_active_low" in kw:
+            kw["reset_active_low"] = _bool(kw["reset_active_low"])
+        for k in ("top", "ibus", "dbus", "clock", "reset", "reset_vector_port", "address", "timer", "isa"):
+            if k in kw:
+                kw[k] = str(kw[k])
+        return CoreProfile(**kw)
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            vl.find_verilator()
+        except ToolchainMissing as e:
+            return False, str(e)
+        if not shutil.which(RV_GCC):
+            return False, MISSING_GCC
+        try:
+            prof = self.profile()
+            prof.check()
+        except UserError as e:
+            return False, str(e)
+        return True, ""
+
+
+for _cls in (VexRiscvCacheless, VexRiscvSmall, VexRiscvFull, VexRiscvMico, VexiiRiscvTarget):
+    register(_cls.name, _cls)
