@@ -108,7 +108,7 @@ _PCT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*%\s*$")
 def parse_budget(text: str | float, ref_latency: float, min_latency: float, unit: str = "") -> Budget:
     """``"60%"`` -> 60 % of ``ref_latency`` (the all-8x8 scheme's predicted
     latency); a plain number -> an absolute budget in the proxy's unit.
-    A budget below ``min_latency`` (the all-1x1 scheme) is a UserError."""
+    A budget below ``min_latency`` (the fastest scheme) is a UserError."""
     raw = str(text).strip()
     m = _PCT.match(raw)
     if m:
@@ -123,7 +123,7 @@ def parse_budget(text: str | float, ref_latency: float, min_latency: float, unit
         raise UserError(f"latency budget {raw!r} must be a positive, finite latency.")
     if value < min_latency:
         raise UserError(f"latency budget {raw} ({value:.6g} {unit}) is below the smallest predicted latency "
-                        f"{min_latency:.6g} {unit} (every layer at 1x1); raise --latency-budget.".replace("  ", " "))
+                        f"{min_latency:.6g} {unit} (every layer at its fastest pair); raise --latency-budget.".replace("  ", " "))
     return Budget(raw, float(value), unit)
 
 
@@ -154,6 +154,14 @@ class SchemeLatency:
 
     def uniform(self, qa: int, qw: int) -> float:
         return self(((qa, qw),) * self.n_layers)[1]
+
+    def fastest(self) -> tuple[Scheme, float]:
+        """The scheme with the lowest predicted latency: each layer at its
+        fastest pair (the model is a sum over layers).  Not always all-1x1."""
+        pairs = [(a, w) for a in (1, 2, 4, 8) for w in (1, 2, 4, 8)]
+        per = {p: self(((p),) * self.n_layers)[0] for p in pairs}
+        best = tuple(min(pairs, key=lambda p: (per[p][i], p)) for i in range(self.n_layers))
+        return best, self(best)[1]
 
 
 class PTQEvaluator:
@@ -237,23 +245,35 @@ class Searcher:
         b = self.bits
         return tuple((b[self.rng.integers(len(b))], b[self.rng.integers(len(b))]) for _ in range(self.n_layers))
 
+    def _layer_table(self) -> dict[tuple[int, int], np.ndarray]:
+        """Predicted latency of every layer at every (qa, qw) pair.  The latency
+        model is a sum over layers, so 16 uniform schemes give the whole table."""
+        if getattr(self, "_table", None) is None:
+            self._table = {(a, w): np.asarray(self.latency_fn(((a, w),) * self.n_layers)[0], dtype=np.float64)
+                           for a in self.bits for w in self.bits}
+        return self._table
+
     def repair(self, scheme: Scheme) -> Scheme | None:
-        """Lower bit-widths until the scheme fits: each step lowers the wider
-        operand of the layer with the largest predicted latency (ties: random).
-        None if even that cannot reach the budget."""
-        s = [list(p) for p in scheme]
-        for _ in range(2 * len(self.bits) * self.n_layers + 1):
-            key = tuple(tuple(p) for p in s)
+        """Make a scheme fit the budget: each step moves the layer with the
+        largest predicted latency that can still get faster to its next faster
+        (qa, qw) pair.  Measured latency is not monotone in the bit-widths on
+        every target (a host's 1x1 kernel with padding can be slower than 8x8),
+        so "faster" is what the latency model says, not "fewer bits".
+        None if even the fastest pairs cannot reach the budget."""
+        table = self._layer_table()
+        s = [tuple(p) for p in scheme]
+        for _ in range(len(table) * self.n_layers + 1):
+            key = tuple(s)
             per, total = self.latency_fn(key)
             if total <= self.budget:
                 return key
             order = np.argsort(-np.asarray(per), kind="stable")
             for li in order:
-                qa, qw = s[li]
-                if max(qa, qw) == self.bits[0]:
+                cur = table[s[li]][li]
+                faster = [(table[p][li], p) for p in table if table[p][li] < cur]
+                if not faster:
                     continue
-                j = 0 if qa > qw else 1 if qw > qa else int(self.rng.integers(2))
-                s[li][j] = self.bits[self.bits.index(s[li][j]) - 1]
+                s[li] = max(faster)[1]
                 break
             else:
                 return None
@@ -405,20 +425,20 @@ def make_searcher(kind: str, *args, **kw) -> Searcher:
 
 def model_budget(model: QuantModel, latency_fn: LatencyFn, budget_text: str | float, batch: int = 1,
                  unit: str = "") -> Budget:
-    """Parse a budget against the model's all-8x8 / all-1x1 predicted latencies
+    """Parse a budget against the model's all-8x8 and fastest predicted latencies
     (only the layer shapes matter: an untrained model will do)."""
     lat = SchemeLatency(model, latency_fn, batch)
-    return parse_budget(budget_text, lat.uniform(8, 8), lat.uniform(1, 1), unit)
+    return parse_budget(budget_text, lat.uniform(8, 8), lat.fastest()[1], unit)
 
 
 def run_search(model: QuantModel, accuracy_fn: AccuracyFn, latency_fn: LatencyFn, budget_text: str | float | Budget,
                searcher: str = "evolution", n_evals: int = 40, seed: int = 0, batch: int = 1,
                unit: str = "", progress: bool = False, **kw) -> tuple[SearchResult, Budget]:
     """Parse the budget (unless already a :class:`Budget`) against the model's
-    all-8x8 / all-1x1 latencies and run a searcher."""
+    all-8x8 and fastest latencies and run a searcher."""
     lat = SchemeLatency(model, latency_fn, batch)
     budget = budget_text if isinstance(budget_text, Budget) else \
-        parse_budget(budget_text, lat.uniform(8, 8), lat.uniform(1, 1), unit)
+        parse_budget(budget_text, lat.uniform(8, 8), lat.fastest()[1], unit)
     if searcher not in SEARCHERS:
         raise UserError(f"unknown searcher {searcher!r}; use one of {', '.join(SEARCHERS)}.")
     s = make_searcher(searcher, lat.n_layers, accuracy_fn, lat, budget.value, n_evals=n_evals, seed=seed,

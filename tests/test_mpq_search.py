@@ -174,3 +174,27 @@ def test_latency_adapters_and_evaluate_model():
     assert rep.latency_unit == "cycles" and rep.latency_total == pytest.approx(total)
     assert rep.accuracy_integer == rep.accuracy_fakequant      # same integer accumulators
     assert 0 <= rep.accuracy_float <= 1 and rep.bops == im.bops()
+
+
+def test_non_monotone_latency_budget_and_repair():
+    """On the host a 1x1 kernel with padding can be slower than 8x8: the fastest
+    scheme is not all-1x1, and repair must follow the latency model, not the bits."""
+    from harness.spec import KernelSpec
+
+    def lat_fn(specs):
+        # 1-bit anything is 3x slower than 8x8; otherwise cost falls with max(qa, qw)
+        per = np.array([s.macs * (3.0 if min(s.qa, s.qw) == 1 else max(s.qa, s.qw) / 8.0) for s in specs])
+        return per, float(per.sum())
+
+    model = get_model("lenet", "digits")
+    lat = SchemeLatency(model, lat_fn)
+    best, t = lat.fastest()
+    assert all(p == (2, 2) for p in best) and t < lat.uniform(1, 1)
+    budget = t * 1.01
+    s = RandomSearcher(lat.n_layers, lambda sch: 0.5, lat, budget, n_evals=5, seed=0)
+    fixed = s.repair(((1, 1),) * lat.n_layers)
+    assert fixed is not None and lat(fixed)[1] <= budget
+    from mpq.search import model_budget
+    with pytest.raises(UserError, match="fastest pair"):
+        model_budget(model, lat_fn, t * 0.5)
+    _ = KernelSpec

@@ -49,11 +49,15 @@ int32_t mico_cfu_emulate(uint32_t function_id, uint32_t rs1, uint32_t rs2);
 #define mico_cfu(funct3, funct7, a, b) \
     ((uint32_t)mico_cfu_emulate(MICO_CFU_FUNCTION_ID((funct3), (funct7)), (a), (b)))
 #elif defined(__riscv)
-/* not volatile: the instruction is a pure function of its operands, so the
- * compiler may schedule (and drop unused) ones like any arithmetic */
+/* volatile on purpose: gcc's scheduler treats a volatile asm as a barrier,
+ * so the kernels' source order is the instruction order.  VexRiscv's
+ * CfuPlugin holds a CFU instruction in execute while a load, store or branch
+ * is in the memory or write-back stage, so the kernels issue a block of
+ * loads, then two other instructions, then the CFU ops (kernels/src/simd.c);
+ * gcc's own schedule would interleave them and stall on every CFU op. */
 #define mico_cfu(funct3, funct7, a, b) __extension__({                         \
         uint32_t mico_cfu_rd_;                                                \
-        __asm__(".insn r 0x0B, %3, %4, %0, %1, %2"                            \
+        __asm__ __volatile__(".insn r 0x0B, %3, %4, %0, %1, %2"               \
                 : "=r"(mico_cfu_rd_)                                          \
                 : "r"((uint32_t)(a)), "r"((uint32_t)(b)),                     \
                   "i"(funct3), "i"(funct7));                                  \

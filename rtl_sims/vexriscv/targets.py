@@ -302,7 +302,9 @@ class VexRiscvTarget(Target):
         gcc = shutil.which(RV_GCC)
         if not gcc:
             raise ToolchainMissing(MISSING_GCC)
-        return ModelToolchain(cc=[gcc], cflags=[*RV_ARCH, "-mcmodel=medany", "-O2"],
+        # -mno-relax: the image is linked at 0, where the linker would turn auipc+addi pairs into
+        # x0-relative (absolute) accesses that break once the image is copied elsewhere
+        return ModelToolchain(cc=[gcc], cflags=[*RV_ARCH, "-mcmodel=medany", "-mno-relax", "-O2"],
                               objcopy=shutil.which(RV_OBJCOPY) or RV_OBJCOPY, triple="riscv32-rv32im")
 
 
