@@ -62,6 +62,10 @@ int32_t mico_dot_i8_packed(const int8_t *a, const uint32_t *w, uint32_t K, int q
 /* dot product of two packed rows of K codes with qa == qw == b in {1,2},
  * by popcounts on whole words (pad bits must be zero, as mico_pack makes them) */
 int32_t mico_dot_packed_b1(const uint32_t *a, const uint32_t *w, uint32_t K);
+/* 1-bit dot counting only the elements whose bit is set in mask row m
+ * (nvalid = popcount of m): conv windows that touch the zero padding */
+int32_t mico_dot_packed_b1_masked(const uint32_t *a, const uint32_t *m, const uint32_t *w,
+                                  uint32_t K, uint32_t nvalid);
 int32_t mico_dot_packed_b2(const uint32_t *a, const uint32_t *w, uint32_t K);
 
 /* ---- packing ------------------------------------------------------------ */
@@ -91,10 +95,25 @@ int mico_conv_check(const mico_conv_shape *s);
 uint32_t mico_conv_out_h(const mico_conv_shape *s);
 uint32_t mico_conv_out_w(const mico_conv_shape *s);
 /* scratch bytes for any (qa,qw): the (C/G)*KS*KS patch as int8 rounded up to
- * a multiple of 32, plus the patch packed at 2 bits (popcount fast path) */
+ * a multiple of 32, plus room for the patch packed at 2 bits or at 1 bit with
+ * a mask of its real (non-padding) elements (popcount fast paths) */
 uint32_t mico_conv_scratch(const mico_conv_shape *s);
 void mico_conv2d(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
                  const mico_conv_shape *s, int qa, int qw, void *scratch);
+
+#ifdef MICO_CFU
+/* ---- SIMD kernels on the mico_simd_cfu custom instruction (kernels/src/simd.c,
+ * kernels/include/mico_cfu.h; built only with MICO_CFU defined) -------------
+ * Same arguments and bit-identical results as mico_matmul / mico_conv2d.
+ * mico_matmul_simd needs no scratch (it ignores the pointer);
+ * mico_conv2d_simd needs 4*max(words(L,qa), 2*words(L,1)) bytes for the patch
+ * length L = C/G*KS*KS, which mico_conv_scratch(s) always covers. */
+void mico_matmul_simd(const uint32_t *A, const uint32_t *W, int32_t *Y,
+                      uint32_t N, uint32_t M, uint32_t K, int qa, int qw,
+                      void *scratch);
+void mico_conv2d_simd(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
+                      const mico_conv_shape *s, int qa, int qw, void *scratch);
+#endif
 
 /* ---- pooling on int8 values (NCHW, no padding, square window) --------------- */
 /* max pool; avg pool rounds half up: floor((2*sum + cnt) / (2*cnt)) */

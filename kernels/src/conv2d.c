@@ -30,7 +30,9 @@ static uint32_t patch_len(const mico_conv_shape *s) {
 
 uint32_t mico_conv_scratch(const mico_conv_shape *s) {
     uint32_t L = patch_len(s);
-    return ((L + 31u) & ~31u) + 4u * mico_words(L, 2u);
+    uint32_t w2 = mico_words(L, 2u), w1x2 = 2u * mico_words(L, 1u);
+    /* the int8 patch, then either its 2-bit packing or a 1-bit row + mask */
+    return ((L + 31u) & ~31u) + 4u * (w2 > w1x2 ? w2 : w1x2);
 }
 
 /* gather the patch of output pixel (oh, ow) from Cg planes starting at X
@@ -87,8 +89,10 @@ void mico_conv2d(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
     uint32_t plane = OH * OW;
     int8_t *patch = (int8_t *)scratch;
     uint32_t *packed = (uint32_t *)(void *)(patch + Lp);
-    /* popcount path: same 1/2-bit widths, no padding in the window, and more
-     * than one output channel to amortise packing the patch */
+    /* popcount path: same 1/2-bit widths and more than one output channel to
+     * amortise packing the patch; 1-bit windows touching the padding use a
+     * mask of the real elements (scratch holds the 1-bit row and its mask
+     * within the 2-bit row's words) */
     int fast = qa == qw && (qa == 1 || qa == 2) && Kg > 1;
     gather_fn gather;
     uint32_t n, g, oh, ow, kk, k;
@@ -112,7 +116,23 @@ void mico_conv2d(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
                     int32_t *y = Yg + oh * OW + ow;
                     const uint32_t *w = Wg;
                     int padded = gather(Xg, wpp, Cg, s, oh, ow, patch);
-                    if (fast && !padded) {
+                    if (fast && padded && qa == 1) {
+                        /* 1-bit with padding: pack the signs and a mask of the real elements */
+                        uint32_t nw1 = mico_words(L, 1u), *mask = packed + nw1, nvalid = 0, i;
+                        for (i = 0; i < nw1; i++)
+                            packed[i] = mask[i] = 0;
+                        for (i = 0; i < L; i++) {
+                            if (patch[i]) {
+                                mask[i >> 5] |= 1u << (i & 31u);
+                                nvalid++;
+                                if (patch[i] > 0)
+                                    packed[i >> 5] |= 1u << (i & 31u);
+                            }
+                        }
+                        for (kk = 0; kk < Kg; kk++, w += wpr, y += plane)
+                            *y = mico_dot_packed_b1_masked(packed, mask, w, L, nvalid);
+                    } else if (fast) {
+                        /* 2-bit padding is code 0 = value 0: the popcount path is exact */
                         mico_pack(patch, L, qa, packed);
                         if (qa == 1)
                             for (kk = 0; kk < Kg; kk++, w += wpr, y += plane)

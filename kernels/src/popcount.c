@@ -40,3 +40,14 @@ int32_t mico_dot_packed_b2(const uint32_t *a, const uint32_t *w, uint32_t K) {
     }
     return (int32_t)ll - 2 * (int32_t)cross + 4 * (int32_t)hh;
 }
+
+/* 1-bit dot product of a patch with zero padding: padding is the value 0,
+ * which has no 1-bit code, so `m` marks the real elements (bit set) and only
+ * they count: sum over m of (1 - 2*(a xor w)) = nvalid - 2*popcount((a^w)&m). */
+int32_t mico_dot_packed_b1_masked(const uint32_t *a, const uint32_t *m, const uint32_t *w,
+                                  uint32_t K, uint32_t nvalid) {
+    uint32_t nw = mico_words(K, 1u), j, diff = 0;
+    for (j = 0; j < nw; j++)
+        diff += mico_popcount32((a[j] ^ w[j]) & m[j]);
+    return (int32_t)nvalid - 2 * (int32_t)diff;
+}
