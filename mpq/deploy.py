@@ -147,6 +147,8 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
     if pred_total is not None and other:
         pred_total += float(other)
     meas_total = float(np.median(totals))
+    modelled = [l["measured_median"] for l in layers if l["predicted"] is not None]
+    meas_modelled = float(sum(modelled)) if modelled else None
     q1, q3 = np.percentile(totals, [25, 75])
     acc_dev = float(np.mean(dev.argmax(1) == y))
     acc_ref = float(np.mean(ref.argmax(1) == y))
@@ -163,6 +165,8 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
             "unit": unit, "measured_total_median": meas_total, "measured_total_iqr": float(q3 - q1),
             "predicted_total": pred_total, "error_pct": _pct(meas_total, pred_total),
             "predicted_covers": "conv/linear kernels" + (" + other ops" if other else ""),
+            "measured_modelled_layers": meas_modelled,
+            "modelled_error_pct": _pct(meas_modelled, float(sum(p for p in preds if p is not None)) if modelled else None),
             "layers": layers,
         },
         "image_bytes": len(image) if image is not None else None, "scratch_bytes": gen.scratch_bytes, "compile_s": compile_s,
@@ -190,6 +194,9 @@ def summary_text(r: dict) -> str:
     pt = lat["predicted_total"]
     lines.append(f"latency: measured {lat['measured_total_median']:.0f} {lat['unit']} (median), predicted "
                  + (f"{pt:.0f} ({lat['error_pct']:+.1f}%)" if pt is not None else "n/a"))
+    if lat.get("modelled_error_pct") is not None:
+        lines.append(f"  modelled layers only (conv/linear incl. packing and requant): measured "
+                     f"{lat['measured_modelled_layers']:.0f}, error {lat['modelled_error_pct']:+.1f}%")
     for l in lat["layers"]:
         p = l["predicted"]
         lines.append(f"  {l['name']:<10} {l['kind']:<6} "

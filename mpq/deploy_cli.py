@@ -59,7 +59,7 @@ DEMO_STEPS = [
 
 @click.command()
 @click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--latency-budget", "budget", default="60%", show_default=True,
+@click.option("--latency-budget", "budget", default="70%", show_default=True,
               help="Latency budget for the search, absolute or relative to the all-8x8 model.")
 @click.pass_context
 def demo(ctx, out_dir, budget):
