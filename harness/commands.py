@@ -36,6 +36,9 @@ def _params(items: tuple[str, ...]) -> dict:
 def targets(as_json: bool) -> None:
     """List every registered target, available or not, and why not."""
     rows = [t.describe() for t in registry.all_targets()]
+    for name, why in registry.broken_plugins().items():
+        rows.append({"name": f"{name} (plugin)", "description": "a target plugin that failed to load",
+                     "available": False, "reason": why, "deterministic": None, "unit": None})
     for fam in registry.families():
         rows.append({"name": fam + "<name>", "description": "a family of targets", "available": None,
                      "reason": "", "deterministic": None, "unit": None})

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 _factories: dict[str, Callable[..., Target]] = {}
 _prefixes: dict[str, Callable[..., Target]] = {}
 _loaded = False
+_broken: dict[str, str] = {}   # plugin entry point -> why it failed to load
 
 
 def register(name: str, factory: Callable[..., Target]) -> None:
@@ -37,7 +38,14 @@ def _load_plugins() -> None:
         try:
             ep.load()
         except Exception as e:  # a broken plugin must not take the CLI down
-            log.warning("target plugin %s failed to load: %s", ep.name, e)
+            log.debug("target plugin %s failed to load: %s", ep.name, e)
+            _broken[ep.name] = f"{type(e).__name__}: {e}"
+
+
+def broken_plugins() -> dict[str, str]:
+    """Target plugins that failed to import, and why (listed by `mico targets`)."""
+    _load_plugins()
+    return dict(_broken)
 
 
 def names() -> list[str]:
