@@ -11,10 +11,11 @@ MICO = [sys.executable, "-m", "harness.cli"]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _cache(tmp_path_factory):
-    """Builds go to a per-run cache unless MICO_CACHE is set (CI keeps one)."""
-    if "MICO_CACHE" not in os.environ:
-        os.environ["MICO_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+def _cache():
+    """Builds go to the content-addressed cache (MICO_CACHE or ~/.cache/mico-hil):
+    entries are keyed by the hash of everything that goes into them, so sharing
+    them between runs is safe and keeps the RTL builds out of every test run.
+    Tests of the cache itself use a private MICO_CACHE."""
     yield
 
 
