@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import mico
+from mico_cli import mico
 
 
 @pytest.fixture(scope="module")

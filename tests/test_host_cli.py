@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import mico
+from mico_cli import mico
 from harness.plans import expand
 
 
