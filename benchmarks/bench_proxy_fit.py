@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--noise", type=float, default=0.03, help="synthetic per-kernel log-noise")
     ap.add_argument("--shape-effect", type=float, default=0.3, help="synthetic per-shape log-effect")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--features", default="cbops", choices=("raw", "bops", "cbops", "cbops+"))
+    ap.add_argument("--features", default="cbops", choices=("raw", "bops", "cbops", "cbops+", "analytic"))
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of linear,rf,gbrt")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT)

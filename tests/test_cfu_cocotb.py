@@ -54,18 +54,25 @@ def test_verilog_lints_clean(verilator_on_path):
     assert "%Warning" not in res.stderr, res.stderr
 
 
-def test_cfu_against_model(verilator_on_path):
+def test_cfu_against_model(verilator_on_path, monkeypatch, tmp_path):
     from cocotb_tools.runner import get_results, get_runner
 
-    digest = toolchain.content_hash([cfu.VERILOG], BUILD_ARGS)
-    build_dir = toolchain.cache_root() / "cfu-cocotb" / digest
-    runner = get_runner("verilator")
-    runner.build(sources=[cfu.VERILOG], hdl_toplevel=cfu.TOPLEVEL, build_dir=build_dir,
-                 build_args=BUILD_ARGS, always=False)
-    results = runner.test(hdl_toplevel=cfu.TOPLEVEL, test_module="test_cfu", test_dir=build_dir,
-                          build_dir=build_dir, results_xml=str(build_dir / "results.xml"),
-                          extra_env={"PYTHONPATH": os.pathsep.join(
-                              [str(TESTS), str(Path(__file__).resolve().parents[1]),
-                               os.environ.get("PYTHONPATH", "")])})
+    import cocotb
+
+    def _build(out: Path) -> None:
+        get_runner("verilator").build(sources=[cfu.VERILOG], hdl_toplevel=cfu.TOPLEVEL, build_dir=out,
+                                      build_args=BUILD_ARGS, always=True)
+
+    # built once per (Verilog, flags, Verilator, cocotb) into the shared cache,
+    # atomically (build_cached renames a finished folder into place)
+    art = toolchain.build_cached("cfu-cocotb", [cfu.VERILOG],
+                                 [*BUILD_ARGS, toolchain.tool_identity(verilator_on_path), cocotb.__version__],
+                                 cfu.TOPLEVEL, _build)
+    # the runner hands sys.path to the simulator's Python as PYTHONPATH
+    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    results = get_runner("verilator").test(
+        hdl_toplevel=cfu.TOPLEVEL, hdl_toplevel_lang="verilog", test_module="test_cfu", build_dir=art.path.parent,
+        test_dir=tmp_path, results_xml=str(tmp_path / "results.xml"))
     num_tests, num_failed = get_results(Path(results))
     assert num_tests == 4 and num_failed == 0, f"{num_failed} of {num_tests} cocotb tests failed"
