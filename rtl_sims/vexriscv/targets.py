@@ -6,14 +6,23 @@ the one bench firmware, cross-compiled for rv32im with the RTL HAL.  The
 simulator's stdin/stdout are the UART, so the host talks the bench protocol
 over plain pipes (``ProcessTransport``).
 
+A measurement is the cycle count of one kernel call, read from ``mcycle``
+(Full, FullCfu) or the testbench's counter (Lite, standard), always after at
+least one untimed call of the same kernel in the same loop (the firmware is
+built with HAL_MIN_WARMUP=1): caches and branch predictors are warm, and the
+run and its repeat are cycle-identical, as the deterministic-target policy
+requires.  The simulated clock has no frequency; HELLO reports a nominal
+100 MHz.
+
 Target parameters (``--param KEY=VALUE``; all but the time bounds are part of
 the fingerprint):
 
 - ``mem_kib``      RAM size in KiB (default 4096)
 - ``wait_states``  cycles every Wishbone beat waits for its ACK (default 0)
-- ``cycle_limit``  stop a kernel (exit 124, a crash record) after this many cycles
-                   without host input (default 0 = no bound beyond ``timeout_s``)
-- ``timeout_s``    wall-clock bound for one request (default 300)
+- ``cycle_limit``  stop the simulator (exit 124, a crash record) after this many cycles
+                   without reading host input, boot included (default 0 = no bound
+                   beyond ``timeout_s``)
+- ``timeout_s``    wall-clock bound for one request (default 300 s, 900 s on vexriscv-cacheless)
 
 ``vexiiriscv`` also takes ``core_verilog=FILE[,FILE...]``, ``core_top=NAME`` or
 ``profile=FILE.toml`` (see docs/vexiiriscv.md and profiles/vexiiriscv.example.toml).
@@ -62,6 +71,20 @@ PARAMS = {"mem_kib", "wait_states", "cycle_limit", "timeout_s"}
 CORE_KEYS = {"verilog", "top", "ibus", "dbus", "clock", "reset", "reset_active_low", "reset_vector_port",
              "address", "ram_base", "mmio_base", "timer", "isa"}
 BYO_PARAMS = PARAMS | {"core_verilog", "core_top", "profile"} | CORE_KEYS
+
+
+def tools_missing() -> str:
+    """One sentence naming the first missing build tool, or ""."""
+    try:
+        vl.find_verilator()
+    except ToolchainMissing as e:
+        return str(e)
+    if not shutil.which(RV_GCC):
+        return MISSING_GCC
+    for tool, pkg in (("make", "make"), ("c++", "g++")):
+        if not shutil.which(tool):
+            return f"{tool} not found (needed to compile the Verilated model): install {pkg} or run make setup"
+    return ""
 
 
 def vexriscv_verilog_dir() -> Path | None:
@@ -198,12 +221,9 @@ class VexRiscvTarget(Target):
         return CoreProfile(tuple(files), top=top, timer=self.timer, isa=self.isa, cfu=self.cfu)
 
     def available(self) -> tuple[bool, str]:
-        try:
-            vl.find_verilator()
-        except ToolchainMissing as e:
-            return False, str(e)
-        if not shutil.which(RV_GCC):
-            return False, MISSING_GCC
+        why = tools_missing()
+        if why:
+            return False, why
         try:
             prof = self.profile()
         except UserError as e:
@@ -313,6 +333,7 @@ class VexRiscvCacheless(VexRiscvTarget):
     description = ("VexRiscv Lite (rv32im, 2 KiB I$, no D$, iterative mul/div) in Verilator; "
                    "timed by the testbench cycle counter")
     variant = "VexRiscv_Lite.v"
+    kernel_timeout = 900.0   # ~8x the cycles of the cached cores for the same kernel
 
 
 class VexRiscvSmall(VexRiscvTarget):
@@ -417,12 +438,9 @@ class VexiiRiscvTarget(VexRiscvTarget):
         return CoreProfile(**kw)
 
     def available(self) -> tuple[bool, str]:
-        try:
-            vl.find_verilator()
-        except ToolchainMissing as e:
-            return False, str(e)
-        if not shutil.which(RV_GCC):
-            return False, MISSING_GCC
+        why = tools_missing()
+        if why:
+            return False, why
         try:
             prof = self.profile()
             prof.check()

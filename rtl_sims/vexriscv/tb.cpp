@@ -5,7 +5,8 @@
 //     --wait-states N     cycles every bus beat waits before its ACK (default 0 = same-cycle ACK)
 //     --max-cycles N      stop with exit code 124 after N cycles in total (0 = no limit)
 //     --max-busy-cycles N stop with exit code 124 after N cycles without reading an input byte (0 = no limit)
-//     --stats             print cycles and cycles/s on stderr at exit
+//     --stats             print cycles, wall time, time spent waiting for input and the
+//                         simulation speed (cycles per second of non-waiting wall time) on stderr at exit
 //
 // Memory map (byte addresses): RAM at TB_RAM_BASE (the firmware is loaded there,
 // an ELF at its physical addresses), MMIO at TB_MMIO_BASE:
@@ -75,6 +76,7 @@ static uint32_t cycle_hi_latch;
 static uint32_t trap_epc, trap_tval;
 static bool stats;
 static std::chrono::steady_clock::time_point t_start;
+static double idle_s;   // wall time blocked on stdin (the simulation is paused then)
 
 static uint8_t outbuf[1 << 16];
 static size_t out_len;
@@ -98,8 +100,9 @@ static void flush_out() {
 static void print_stats() {
     if (!stats) return;
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    fprintf(stderr, "tb: %llu cycles in %.3f s (%.0f cycles/s)\n", (unsigned long long)cycles, s,
-            s > 0 ? (double)cycles / s : 0.0);
+    double busy = s - idle_s;
+    fprintf(stderr, "tb: %llu cycles in %.3f s, %.3f s waiting for input, %.0f cycles/s\n",
+            (unsigned long long)cycles, s, idle_s, busy > 0 ? (double)cycles / busy : 0.0);
 }
 
 [[noreturn]] static void finish(int code) {
@@ -119,7 +122,9 @@ static uint8_t get_in() {
     if (in_pos == in_len) {
         flush_out();   // the host must see our reply before it can send more
         ssize_t n;
+        auto t0 = stats ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
         do { n = read(0, inbuf, sizeof inbuf); } while (n < 0 && errno == EINTR);
+        if (stats) idle_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (n <= 0) finish(0);   // EOF on stdin: a clean end
         in_pos = 0;
         in_len = (size_t)n;
