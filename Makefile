@@ -38,6 +38,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_proxy_fit.py
+	$(BIN)/python benchmarks/bench_rtl.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -62,7 +62,7 @@ def _predict(proxy_path: str | None, timed: list[dict]) -> tuple[list[float | No
 
 
 def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, progress: bool = True,
-           params: dict | None = None) -> DeployResult:
+           params: dict | None = None, proxy_path: str | Path | None = None) -> DeployResult:
     from .scheme import load_scheme
 
     scheme_path = Path(scheme_path)
@@ -125,9 +125,15 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
 
     mism = np.any(dev != ref, axis=1)
     unit = session.hello.timer_unit
-    preds, punit = _predict(scheme.get("proxy"), gen.timed_layers)
+    proxy_used = str(proxy_path) if proxy_path else scheme.get("proxy")
+    preds, punit = _predict(proxy_used, gen.timed_layers)
+    unit_note = None
     if punit and punit != unit:
-        log.warning("proxy unit %s differs from the target's %s", punit, unit)
+        # a proxy of another target (e.g. host ns) says nothing about these cycles
+        unit_note = (f"the proxy predicts {punit} but {target_name} measures {unit}; "
+                     f"pass --proxy with a proxy fitted on {target_name}")
+        log.warning(unit_note)
+        preds = [None] * len(preds)
     layers = []
     for j, t in enumerate(gen.timed_layers):
         col = times[:, j]
@@ -143,7 +149,7 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
         })
     kernel_preds = [p for p in preds if p is not None]
     pred_total = float(sum(kernel_preds)) if kernel_preds else None
-    other = scheme.get("predicted_latency", {}).get("other_ops")
+    other = scheme.get("predicted_latency", {}).get("other_ops") if pred_total is not None else None
     if pred_total is not None and other:
         pred_total += float(other)
     meas_total = float(np.median(totals))
@@ -165,6 +171,7 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
             "unit": unit, "measured_total_median": meas_total, "measured_total_iqr": float(q3 - q1),
             "predicted_total": pred_total, "error_pct": _pct(meas_total, pred_total),
             "predicted_covers": "conv/linear kernels" + (" + other ops" if other else ""),
+            "proxy": proxy_used, "proxy_note": unit_note,
             "measured_modelled_layers": meas_modelled,
             "modelled_error_pct": _pct(meas_modelled, float(sum(p for p in preds if p is not None)) if modelled else None),
             "layers": layers,
@@ -194,6 +201,8 @@ def summary_text(r: dict) -> str:
     pt = lat["predicted_total"]
     lines.append(f"latency: measured {lat['measured_total_median']:.0f} {lat['unit']} (median), predicted "
                  + (f"{pt:.0f} ({lat['error_pct']:+.1f}%)" if pt is not None else "n/a"))
+    if lat.get("proxy_note"):
+        lines.append(f"  no predictions: {lat['proxy_note']}")
     if lat.get("modelled_error_pct") is not None:
         lines.append(f"  modelled layers only (conv/linear incl. packing and requant): measured "
                      f"{lat['measured_modelled_layers']:.0f}, error {lat['modelled_error_pct']:+.1f}%")

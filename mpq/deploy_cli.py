@@ -20,10 +20,12 @@ from harness.errors import UserError
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Where to write deploy.json (default: next to the scheme).")
 @click.option("--limit", type=int, default=None, help="Only the first N test images.")
+@click.option("--proxy", "proxy_path", type=click.Path(dir_okay=False), default=None,
+              help="Latency proxy for the predictions (default: the one the scheme was searched with).")
 @click.option("--param", "params", multiple=True, help="Target parameter KEY=VALUE (repeatable).")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def deploy(scheme_path, target_name, output, limit, params, no_progress, as_json):
+def deploy(scheme_path, target_name, output, limit, proxy_path, params, no_progress, as_json):
     """Generate C for a scheme, run it on a target over the whole test set and
     validate it: logits bit-exact against the PyTorch integer reference,
     accuracy, and measured vs predicted latency per layer and end to end.
@@ -35,7 +37,8 @@ def deploy(scheme_path, target_name, output, limit, params, no_progress, as_json
 
     if not Path(scheme_path).exists():
         raise UserError(f"scheme file {scheme_path} does not exist; run `mico search` first.")
-    res = run_deploy(scheme_path, target_name, limit=limit, progress=not no_progress, params=_params(params))
+    res = run_deploy(scheme_path, target_name, limit=limit, progress=not no_progress, params=_params(params),
+                     proxy_path=proxy_path)
     out = Path(output) if output else Path(scheme_path).with_name("deploy.json")
     write_report(res, out)
     res.report["output"] = str(out)
