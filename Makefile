@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_proxy_fit.py
 	$(BIN)/python benchmarks/bench_rtl.py
+	$(BIN)/python benchmarks/bench_bitfusion.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

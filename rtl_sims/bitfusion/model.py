@@ -1,0 +1,153 @@
+"""Analytical cycle model of the BitFusion accelerator (target ``bitfusion-model``).
+
+In the spirit of the published BitFusion simulator (Sharma et al., ISCA 2018):
+cycles follow from the array, buffer and DRAM parameters and the compiler's
+tiling, with compute-bound and memory-bound phases and double buffering, but
+no RTL and no outputs.  The same model ranks the compiler's tiling candidates.
+
+For one compiled GEMM (``Plan``): ``Tc = nt * st`` issue cycles per COMPUTE,
+``kT`` COMPUTEs per output tile, DRAM beats ``BA``, ``BW``, ``BY`` per A, W and Y
+tile image, latency ``L``, array depth ``R + C``:
+
+- DMA: a load of ``B`` beats keeps the load engine ``B + L + 2`` cycles, a store
+  ``B + 1``; both share one port of ``DMA_BITS`` per cycle, and the store of a
+  tile starts together with the refill its last COMPUTE released, so round
+  robin delays that load by ``CONTENTION * min(BY, B)`` (``CONTENTION`` = 0.75,
+  calibrated once against the RTL);
+- per COMPUTE, with ``D`` the load time that streams with it: double-buffered
+  ``p = max(Tc, D, (D + Tc + R + C + 1) / 2)`` (the third term: a slot is
+  refilled only after the COMPUTE that read it drained out of the array), a
+  single-slot ring exposes its load: ``p = max(D, Tc + D_exposed + R + C + 2)``;
+- per output tile: ``T = max(kT*p, store, port beats, (R + C + 3 + store + span)/2)``
+  with two OBUF slots (the store overlaps the next tile), ``span + R + C + 3 +
+  store`` with one;
+- an operand hoisted out of the inner loops (loop orders A and B) reloads
+  once per outer iteration: a bubble when it has a single slot (wait for the
+  drain, then load) or when its load does not fit the slack of the streamed
+  loads;
+- prologue: the instructions before the first LD and the first loads;
+  epilogue: draining the array and storing the last output tile.
+
+``predict`` returns the prediction and its breakdown.  ``bitfusion-model``
+reports these predictions as if measured (see docs/bitfusion.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .compiler import ArrayConfig, Plan, dram_bytes, layout, program
+from . import isa
+
+
+@dataclass
+class Prediction:
+    cycles: int
+    compute_cycles: int       # cycles the array issues (n_iter * Tc)
+    period: float             # steady-state cycles per COMPUTE
+    bound: str                # 'compute' or 'memory'
+    dram_bytes: int
+    breakdown: dict = field(default_factory=dict)
+
+    @property
+    def utilisation(self) -> float:
+        return self.compute_cycles / self.cycles if self.cycles else 0.0
+
+
+# fraction of a store's beats that delay the load starting with it (round robin on the port)
+CONTENTION = 0.75
+
+
+def _prefix(plan: Plan) -> int:
+    """Instructions the sequencer executes before it dispatches the first LD."""
+    prog = program(plan, layout(plan))
+    for i, w in enumerate(prog):
+        if w >> 60 == isa.OP_LD:
+            return i
+    return len(prog)
+
+
+def predict(plan: Plan) -> Prediction:
+    cfg: ArrayConfig = plan.cfg
+    g = plan.gemm
+    lat = cfg.dram_latency
+    nch = cfg.pipeline
+    wpb = cfg.wpb
+    G, nT, mT, kT = g.groups, plan.n_tiles, plan.m_tiles, plan.k_tiles
+    Tc = plan.nt * plan.st
+    n_iter = G * nT * mT * kT
+    n_out = G * nT * mT
+    BA, BW, BY = plan.la / wpb, plan.lw / wpb, plan.ly / wpb
+
+    def dld(b: float) -> float:
+        return b + lat + 2
+
+    # loads that stream with every COMPUTE: D = load-DMA time, beats = port time, and
+    # `exposed` = the part that cannot be prefetched (a single-slot ring is refilled only
+    # after the COMPUTE that read it has drained, and the load queue is in order)
+    hoist = None
+    if plan.order == "S":
+        D, beats = dld(BA) + dld(BW), BA + BW
+        exposed = D if plan.islots == 1 else dld(BW) if plan.wslots == 1 else 0.0
+        first = dld(BA) + dld(BW)
+    elif plan.order == "A":
+        D, beats = dld(BW), BW
+        exposed = D if plan.wslots == 1 else 0.0
+        first = dld(BA) + dld(BW)
+        hoist = (dld(BA), BA, mT * kT, plan.islots, G * nT)
+    else:
+        D, beats = dld(BA), BA
+        exposed = D if plan.islots == 1 else 0.0
+        first = dld(BW) + dld(BA)
+        hoist = (dld(BW), BW, nT * kT, plan.wslots, G * mT)
+    if hoist is not None and hoist[2] == 1:
+        # "hoisted" over a single COMPUTE: it streams like the other operand
+        D += hoist[0]
+        beats += hoist[1]
+        if hoist[3] == 1:
+            exposed = D
+        hoist = None
+    if hoist is not None:
+        beats += hoist[1] / hoist[2]   # the hoisted operand's next tile also uses the port
+    # the store of an output tile starts when its last COMPUTE drains, together with the
+    # refill that COMPUTE released: round robin on the port delays that load
+    B_stream = BW if plan.order == "A" else BA if plan.order == "B" else BA + BW
+    D += CONTENTION * min(BY, B_stream) / kT
+    if exposed:
+        exposed += CONTENTION * min(BY, B_stream) / kT
+
+    # per COMPUTE: compute-bound, load-bound, or refilling a slot only after the
+    # COMPUTE that read it has drained out of the array (double buffering)
+    if not exposed:
+        p = max(Tc, D, (D + Tc + nch + 1) / 2)
+    else:
+        p = max(D, Tc + exposed + nch + 2)
+    # per output tile (kT COMPUTEs into one OBUF slot, then one store)
+    S = BY + 1
+    S_eff = S + CONTENTION * min(BY, B_stream)   # the store, slowed by the loads it shares the port with
+    span = Tc + (kT - 1) * p           # first COMPUTE start .. last COMPUTE end
+    port = kT * beats + BY             # DRAM beats per output tile (loads and store share the port)
+    if plan.oslots == 2:
+        T = max(kT * p, S, port, (nch + 3 + S_eff + span) / 2)
+    else:
+        T = max(kT * p, port, span + nch + 3 + S_eff)
+    gap = T - span                     # idle cycles of the array between two output tiles
+    bubbles = 0.0
+    if hoist is not None:
+        if hoist[3] == 1:
+            # a single-slot hoisted operand reloads only after its last reader drained,
+            # sharing the port with the store that starts at the same moment
+            bub_h = max(0.0, nch + 2 + hoist[0] + CONTENTION * min(BY, hoist[1]) + D - gap)
+        else:
+            # double-buffered: its load sits in the load queue between two streamed loads
+            bub_h = max(0.0, hoist[0] - max(0.0, p - D))
+        bubbles += (hoist[4] - 1) * bub_h
+    prologue = _prefix(plan) + 2 + first
+    epilogue = nch + 2 + S + 2
+    total = prologue + span + (n_out - 1) * T + bubbles + epilogue
+    bound = "compute" if T <= kT * Tc * 1.02 else "memory"
+    return Prediction(cycles=int(round(total)), compute_cycles=n_iter * Tc, period=T / kT, bound=bound,
+                      dram_bytes=dram_bytes(plan),
+                      breakdown={"prologue": prologue, "steady": span + (n_out - 1) * T, "bubbles": bubbles,
+                                 "epilogue": epilogue, "per_tile": T, "per_compute": p, "issue_per_compute": Tc,
+                                 "n_compute": n_iter, "n_tiles_out": n_out})
