@@ -27,34 +27,29 @@ BITS = (1, 2, 4, 8)
 
 
 def cobs_encode(data: bytes) -> bytes:
-    out = bytearray([0])
-    code_at, code = 0, 1
-    for b in data:
-        if b == 0:
-            out[code_at] = code
-            code_at, code = len(out), 1
-            out.append(0)
-        else:
-            out.append(b)
-            code += 1
-            if code == 0xFF:
-                out[code_at] = code
-                code_at, code = len(out), 1
-                out.append(0)
-    out[code_at] = code
+    """COBS, block-wise over the zero-free runs (frames may carry whole tensors)."""
+    out = bytearray()
+    for piece in bytes(data).split(b"\x00"):
+        n, i = len(piece), 0
+        while n - i >= 254:
+            out.append(0xFF)
+            out += piece[i:i + 254]
+            i += 254
+        out.append(n - i + 1)
+        out += piece[i:]
     return bytes(out)
 
 
 def cobs_decode(data: bytes) -> bytes:
     out = bytearray()
     i, n = 0, len(data)
+    mv = memoryview(data)
     while i < n:
         code = data[i]
-        i += 1
-        if code == 0 or i + code - 1 > n:
+        if code == 0 or i + code > n:
             raise ValueError("malformed COBS block")
-        out += data[i:i + code - 1]
-        i += code - 1
+        out += mv[i + 1:i + code]
+        i += code
         if code != 0xFF and i < n:
             out.append(0)
     return bytes(out)
@@ -72,7 +67,7 @@ def decode_frame(raw: bytes) -> tuple[int, int, bytes]:
     if len(body) < 7:
         raise ValueError("frame too short")
     (crc,) = struct.unpack_from("<I", body, len(body) - 4)
-    if zlib.crc32(body[:-4]) != crc:
+    if zlib.crc32(memoryview(body)[:-4]) != crc:
         raise ValueError("CRC mismatch")
     ftype, seq = struct.unpack_from("<BH", body)
     return ftype, seq, body[3:-4]
@@ -155,22 +150,29 @@ class Client:
         self._seq = (self._seq + 1) % 0xFFFF   # 0xFFFF is reserved for device errors on bad frames
         return self._seq
 
+    read_chunk: int = 1 << 16      # bytes asked of the transport per read
+
     def _read_frame(self, deadline: float) -> bytes | None:
+        """The next delimited frame, or None at the deadline.  Scans only the
+        bytes that arrived since the last look (frames can be megabytes)."""
+        scan = 0
         while True:
-            idx = self._buf.find(0)
+            idx = self._buf.find(0, scan)
             if idx >= 0:
                 raw = bytes(self._buf[:idx])
                 del self._buf[:idx + 1]
                 if raw:
                     return raw
+                scan = 0
                 continue
+            scan = len(self._buf)
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            chunk = self.transport.read(65536, left)
+            chunk = self.transport.read(self.read_chunk, left)
             if chunk:
                 self._buf += chunk
-                self.last_rx += chunk
+                self.last_rx += chunk[-256:]
                 del self.last_rx[:-256]
 
     def request(self, ftype: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
