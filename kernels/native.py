@@ -70,7 +70,7 @@ def artifact() -> toolchain.Artifact:
 
 
 def _declare(lib: ctypes.CDLL) -> None:
-    u32, i32, c_int = ctypes.c_uint32, ctypes.c_int32, ctypes.c_int
+    u32, c_int = ctypes.c_uint32, ctypes.c_int
     sig = {
         "mico_bits_ok": (c_int, [c_int]),
         "mico_popcount32": (u32, [u32]),

@@ -175,6 +175,6 @@ def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, 
     click.echo(f"predicted latency {total:.6g} {unit} (all-8x8 would be "
                f"{latency_fn(model.layer_specs(batch, [(8, 8)] * len(specs)))[1]:.6g})")
     click.echo(f"accuracy (test): float {acc_float:.4f}  fake-quant {acc_fq:.4f}  integer {acc_int:.4f}")
-    click.echo(f"pareto front: " + ", ".join(f"[{_fmt_bits(c.bits)}] {c.accuracy:.3f}@{c.latency:.4g}"
+    click.echo("pareto front: " + ", ".join(f"[{_fmt_bits(c.bits)}] {c.accuracy:.3f}@{c.latency:.4g}"
                                              for c in result.pareto))
     click.echo(f"wrote {path} and {path.with_name(doc['weights'])}")

