@@ -57,6 +57,7 @@ def measure(session: Session, spec: KernelSpec, fingerprint: str, deterministic:
     seed = spec_seed(spec)
     t0 = time.monotonic()
     retries0 = session.client.stats.retries
+    reconnects0 = session.client.stats.reconnects
     values: list[int] = []
     checksums: set[int] = set()
     max_batch = max(1, min(policy.max_repeats, (session.hello.max_payload - 64) // 8, 0xFFFF))
@@ -105,6 +106,7 @@ def measure(session: Session, spec: KernelSpec, fingerprint: str, deterministic:
     return Measurement(spec=spec, fingerprint=fingerprint, status="ok", unit=session.hello.timer_unit,
                        raw=[float(v) for v in values], median=med, iqr=iqr, min=mn, checksum_ok=ok,
                        seed=seed, retries=session.client.stats.retries - retries0,
+                       reconnects=session.client.stats.reconnects - reconnects0,
                        wall_s=time.monotonic() - t0)
 
 

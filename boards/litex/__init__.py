@@ -1,0 +1,1 @@
+"""The LiteX side of boards/: the emulated board's SoC build and its simulator."""
