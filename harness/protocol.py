@@ -134,13 +134,20 @@ class LinkStats:
     reconnects: int = 0
 
 
+# MODEL_DATA appends at an offset: the only request that must never run twice
+NOT_REPEATABLE = frozenset({REQ_MODEL_DATA})
+
+
 @dataclass
 class Client:
     """Request/reply over a Transport with retries on damaged or missing frames."""
 
+    lost_error = CrashError    # raised when the byte stream itself goes away
+
     transport: Transport
     timeout: float = 30.0          # seconds for one reply
     retries: int = 3
+    max_timeouts: int | None = None   # missing replies tolerated in one request (None: retries)
     stats: LinkStats = field(default_factory=LinkStats)
     _seq: int = 0
     _buf: bytearray = field(default_factory=bytearray)
@@ -176,10 +183,20 @@ class Client:
                 del self.last_rx[:-256]
 
     def request(self, ftype: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
+        """One request, one CRC-checked reply with the request's seq.
+
+        A damaged or missing reply is asked for again under the same seq (the
+        firmware answers from its reply cache, the kernel does not run twice).
+        A BAD_FRAME answer means the firmware got damaged bytes; as its reply
+        cache may now hold that BAD_FRAME for our seq, a request that is safe to
+        execute again is resent under a fresh seq (on a noisy UART the same-seq
+        resend would otherwise be answered BAD_FRAME forever).
+        """
         seq = self._next_seq()
         frame = encode_frame(ftype, seq, payload)
         timeout = self.timeout if timeout is None else timeout
         attempts = 0
+        silent = 0
         self._send(frame)
         while True:
             deadline = time.monotonic() + timeout
@@ -188,21 +205,21 @@ class Client:
                 try:
                     raw = self._read_frame(deadline)
                 except EOFError:
-                    raise CrashError("the device closed the link", self.transport.describe_failure()) from None
+                    raise self.lost_error("the device closed the link", self.transport.describe_failure()) from None
                 if raw is None:
                     break
                 try:
                     rtype, rseq, body = decode_frame(raw)
                 except ValueError:
                     self.stats.bad_frames += 1
-                    got = "retry"
+                    got = "damaged"
                     break
                 if rtype == REP_ERROR and body[:1] == bytes([ERR_BAD_FRAME]):
                     self.stats.bad_frames += 1
-                    got = "retry"
+                    got = "bad_frame"
                     break
                 if rseq != seq:
-                    continue    # a stale reply to an earlier attempt: skip it
+                    continue    # a stale reply to an earlier request or attempt
                 got = (rtype, body)
             if isinstance(got, tuple):
                 rtype, body = got
@@ -211,17 +228,20 @@ class Client:
                 if rtype != (ftype | REP_OFFSET):
                     raise ProtocolError(f"reply type 0x{rtype:02x} to request 0x{ftype:02x}")
                 return body
-            # damaged or missing reply: resend the same frame (same seq)
             if got is None:
                 self.stats.timeouts += 1
+                silent += 1
             attempts += 1
-            if attempts > self.retries:
+            if attempts > self.retries or (self.max_timeouts is not None and silent > self.max_timeouts):
                 if got is None:
                     raise TimeoutMeasureError(
                         f"no reply within {timeout:.0f} s after {attempts} attempts",
                         self.transport.describe_failure())
                 raise ProtocolError(f"no intact reply after {attempts} attempts", self.transport.describe_failure())
             self.stats.retries += 1
+            if got == "bad_frame" and ftype not in NOT_REPEATABLE:
+                seq = self._next_seq()
+                frame = encode_frame(ftype, seq, payload)
             self._buf.clear()
             self._send(frame)
 
@@ -229,7 +249,7 @@ class Client:
         try:
             self.transport.write(frame)
         except (BrokenPipeError, EOFError, OSError) as e:
-            raise CrashError(f"cannot write to the device ({e})", self.transport.describe_failure()) from None
+            raise self.lost_error(f"cannot write to the device ({e})", self.transport.describe_failure()) from None
 
     @staticmethod
     def _raise_device_error(body: bytes) -> None:
