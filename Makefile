@@ -7,7 +7,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PKGS := build-essential python3-venv python3-dev binutils gcc-riscv64-unknown-elf binutils-riscv64-unknown-elf ccache libevent-dev libjson-c-dev
+APT_PKGS := build-essential python3-venv python3-dev binutils gcc-riscv64-unknown-elf binutils-riscv64-unknown-elf ccache libevent-dev libjson-c-dev verilator
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_OUT ?= demo-out

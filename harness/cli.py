@@ -73,4 +73,8 @@ def main(verbose: int) -> None:
 from . import commands  # noqa: E402,F401  (registers the measurement commands on `main`)
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m harness.cli`: run the registered group of the imported module,
+    # not this __main__ copy (the commands were registered on harness.cli.main)
+    from harness.cli import main as _registered_main
+
+    sys.exit(_registered_main())
