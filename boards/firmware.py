@@ -26,7 +26,7 @@ RV_OBJCOPY = "riscv64-unknown-elf-objcopy"
 BASE_CFLAGS = ["-O2", "-std=gnu11", "-ffreestanding", "-nostdlib", "-nostartfiles",
                "-fno-tree-loop-distribute-patterns", "-ffunction-sections", "-fdata-sections", "-fno-strict-aliasing",
                "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unused-function"]
-FW_SOURCES = ("crt0_litex.S", "bench.c", "link.c", "hal_litex.c")
+FW_SOURCES = ("crt0_litex.S", "bench.c", "link.c", "hal_litex.c", "libc_min.c")
 GENERATED = ("csr.h", "soc.h", "mem.h")
 
 

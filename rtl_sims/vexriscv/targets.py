@@ -59,7 +59,7 @@ RV_ARCH = ["-march=rv32im", "-mabi=ilp32"]
 FW_CFLAGS = [*RV_ARCH, "-O2", "-std=gnu11", "-ffreestanding", "-nostdlib", "-nostartfiles",
              "-fno-tree-loop-distribute-patterns", "-ffunction-sections", "-fdata-sections", "-fno-strict-aliasing",
              "-Wall", "-Wextra", "-Wno-unused-parameter"]
-FW_SOURCES = ("crt0.S", "bench.c", "link.c", "hal_rtl.c")
+FW_SOURCES = ("crt0.S", "bench.c", "link.c", "hal_rtl.c", "libc_min.c")
 DEFAULT_MEM_KIB = 4096
 MISSING_GCC = f"{RV_GCC} not found: run make setup"
 MISSING_VEX = "pythondata-cpu-vexriscv is not installed: run make setup"
