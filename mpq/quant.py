@@ -305,9 +305,6 @@ class _QuantLayerMixin:
             b = _RoundSTE.apply(torch.clamp(b / grid, INT32_MIN, INT32_MAX)) * grid
         return w, b
 
-    def _op(self, x, w, b):  # pragma: no cover - overridden
-        raise NotImplementedError
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xq = self.act_quant(x)
         w, b = self._quant_params()

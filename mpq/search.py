@@ -15,6 +15,7 @@ Evaluated schemes are cached; every searcher is deterministic for a seed.
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 import logging
 import math
 import re
@@ -204,7 +205,7 @@ AccuracyFn = Callable[[Scheme], float]
 SchemeLatencyFn = Callable[[Scheme], tuple[np.ndarray, float]]
 
 
-class Searcher:
+class Searcher(ABC):
     """Base: owns the budget check, the evaluation cache and the bookkeeping.
     Subclasses implement :meth:`_run`."""
 
@@ -326,8 +327,9 @@ class Searcher:
         return SearchResult(cands, pareto_front(cands), best_candidate(cands), self.budget, len(cands),
                             self.name, self.rejected)
 
-    def _run(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _run(self) -> None:
+        """Evaluate candidates until the evaluation budget is spent."""
 
 
 class RandomSearcher(Searcher):
