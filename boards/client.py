@@ -1,11 +1,11 @@
 """The bench-protocol client for boards: harness.protocol.Client with its
-retry rules (same seq for a damaged reply; a fresh seq after BAD_FRAME for
-repeatable requests, since the firmware's reply cache may then hold the
-BAD_FRAME -- on a UART with line noise that happens within seconds), a bound
-on silent replies per request (``max_timeouts``), and ``LinkLost`` when the
-byte stream itself goes away, which the board target answers with reset,
-reconnect and reload.  Every value handed on comes from a frame whose CRC
-checked and whose seq matches the request.
+retry rules (a damaged, missing or BAD_FRAME-answered reply is asked for again
+under the same seq; the firmware answers executed seqs from its reply cache,
+which BAD_FRAME answers never enter), a bound on silent replies per request
+(``max_timeouts``), and ``LinkLost`` when the byte stream itself goes away,
+which the board target answers with reset, reconnect and reload.  Every value
+handed on comes from a frame whose CRC checked and whose seq matches the
+request.
 """
 
 from __future__ import annotations

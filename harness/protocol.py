@@ -134,10 +134,6 @@ class LinkStats:
     reconnects: int = 0
 
 
-# MODEL_DATA appends at an offset: the only request that must never run twice
-NOT_REPEATABLE = frozenset({REQ_MODEL_DATA})
-
-
 @dataclass
 class Client:
     """Request/reply over a Transport with retries on damaged or missing frames."""
@@ -185,12 +181,10 @@ class Client:
     def request(self, ftype: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
         """One request, one CRC-checked reply with the request's seq.
 
-        A damaged or missing reply is asked for again under the same seq (the
-        firmware answers from its reply cache, the kernel does not run twice).
-        A BAD_FRAME answer means the firmware got damaged bytes; as its reply
-        cache may now hold that BAD_FRAME for our seq, a request that is safe to
-        execute again is resent under a fresh seq (on a noisy UART the same-seq
-        resend would otherwise be answered BAD_FRAME forever).
+        A damaged or missing reply, or a BAD_FRAME answer (the firmware got
+        damaged bytes), makes the client send the same frame again under the
+        same seq: the firmware answers a seq it already executed from its reply
+        cache (BAD_FRAME answers never enter that cache), so nothing runs twice.
         """
         seq = self._next_seq()
         frame = encode_frame(ftype, seq, payload)
@@ -239,9 +233,6 @@ class Client:
                         self.transport.describe_failure())
                 raise ProtocolError(f"no intact reply after {attempts} attempts", self.transport.describe_failure())
             self.stats.retries += 1
-            if got == "bad_frame" and ftype not in NOT_REPEATABLE:
-                seq = self._next_seq()
-                frame = encode_frame(ftype, seq, payload)
             self._buf.clear()
             self._send(frame)
 

@@ -269,7 +269,14 @@ int main(void) {
         uint32_t len;
         int r = link_recv(rx, &len);
         if (r == LINK_CLOSED) break;
-        if (r == LINK_BAD) { send_error(0xFFFF, ERR_BAD_FRAME, "bad frame"); continue; }
+        if (r == LINK_BAD) {
+            /* answered outside the reply cache, which keeps the last real reply */
+            begin(REP_ERROR, 0xFFFF);
+            w8(ERR_BAD_FRAME);
+            wstr("bad frame");
+            link_send_uncached(tx, tlen);
+            continue;
+        }
         uint8_t type = rx[0];
         uint16_t seq = (uint16_t)(rx[1] | (rx[2] << 8));
         if (seq == last_seq && type == last_type) { link_resend(); continue; }

@@ -82,6 +82,19 @@ void link_send(uint8_t *frame, uint32_t len) {
     hal_flush();
 }
 
+/* A short frame that must not replace the reply cache: the BAD_FRAME answer
+ * to damaged input.  Cached, it would answer the host's same-seq resend of a
+ * request whose good reply was lost, again and again on a noisy line. */
+void link_send_uncached(uint8_t *frame, uint32_t len) {
+    uint8_t enc[72];
+    if (len + 4u > 64u) return;
+    put_le32(frame + len, mico_crc32(0, frame, len));
+    size_t n = cobs_encode(frame, len + 4, enc);
+    enc[n++] = 0;
+    hal_write(enc, n);
+    hal_flush();
+}
+
 void link_resend(void) {
     if (tx_enc_len) {
         hal_write(tx_enc, tx_enc_len);

@@ -14,5 +14,6 @@ size_t cobs_encode(const uint8_t *in, size_t n, uint8_t *out);
 long cobs_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap);
 int link_recv(uint8_t *frame, uint32_t *len);   /* frame without CRC; LINK_BAD on CRC/COBS error */
 void link_send(uint8_t *frame, uint32_t len);   /* appends CRC (needs 4 spare bytes), encodes, sends, caches */
+void link_send_uncached(uint8_t *frame, uint32_t len); /* short frame, reply cache untouched */
 void link_resend(void);                         /* the last reply again (duplicate request) */
 #endif
