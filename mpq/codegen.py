@@ -1,8 +1,10 @@
-"""C code generation: an IntegerModel -> C source -> a loadable model image.
+"""C code generation: a layer-IR graph -> C source -> a loadable model image.
 
 The generated C (Jinja2 template ``templates/model.c.j2``) holds the packed
 weights, the integer requantisation parameters and a straight-line sequence
-of calls into the kernel library through the firmware's ``mico_api`` table.
+of calls into the kernel library through the firmware's ``mico_api`` table;
+each IR op writes its own constants and statements (``Op.c_decls``,
+``Op.c_body``), so this module never looks at what kind of op it emits.
 It is compiled position-independent into a flat image (header + code +
 constants) that the bench firmware receives with LOAD_MODEL, so one firmware
 build runs any generated model.
@@ -15,28 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-import numpy as np
 
 from harness.errors import BuildError, ToolchainMissing
 from harness.target import ModelToolchain
-from kernels import reference
 from kernels import toolchain as tc
+from kernels.ir import INPUT, EmitContext, Graph, c_ident
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 BLOB_CFLAGS = ["-ffreestanding", "-fno-builtin", "-fPIE", "-fno-jump-tables", "-fno-stack-protector",
                "-fvisibility=hidden", "-fno-tree-loop-distribute-patterns", "-fno-asynchronous-unwind-tables",
                "-fno-unwind-tables", "-std=c99", "-Wall", "-Werror"]
 HEADER = struct.Struct("<8I")
-
-
-def _words(L: int, b: int) -> int:
-    per = 32 // b
-    return (L + per - 1) // per
-
-
-def _cwords(words) -> str:
-    items = [f"0x{int(w) & 0xFFFFFFFF:08x}u" for w in words]
-    return ",\n".join("    " + ", ".join(items[i:i + 8]) for i in range(0, len(items), 8))
+ALIGN = 16
 
 
 @dataclass
@@ -44,107 +36,108 @@ class Generated:
     source: str
     in_count: int
     out_count: int
-    timed_layers: list[dict]   # name, kind, spec (KernelSpec or None), timer index
+    timed_layers: list[dict]   # name, kind, spec (KernelSpec or None), timer index, node index
     scratch_bytes: int
+    act_bytes: int = 0         # peak bytes of the activation buffers (lifetime-planned)
 
 
-def _align(x: int, a: int = 16) -> int:
+def _align(x: int, a: int = ALIGN) -> int:
     return (x + a - 1) // a * a
 
 
-def generate(imodel, meta: dict | None = None) -> Generated:
-    """Lay out buffers and render the model's C source."""
-    from harness.spec import KernelSpec
+class _Arena:
+    """First-fit offsets for activation buffers that live from one step to their last reader."""
 
+    def __init__(self):
+        self.live: dict[int, tuple[int, int]] = {}   # value -> (offset, size)
+        self.peak = 0
+
+    def alloc(self, value: int, size: int) -> int:
+        taken = sorted(self.live.values())
+        pos = 0
+        for off, sz in taken:
+            if pos + size <= off:
+                break
+            pos = max(pos, _align(off + sz))
+        self.live[value] = (pos, size)
+        self.peak = max(self.peak, _align(pos + size))
+        return pos
+
+    def free(self, value: int) -> None:
+        self.live.pop(value, None)
+
+
+def plan_buffers(graph: Graph) -> tuple[dict[int, str], int]:
+    """C expression of every value's buffer (node index -> expr; the input is ``input``,
+    the logits ``output``) and the activation bytes needed at the peak."""
+    last = graph.last_use()
+    root: dict[int, int] = {INPUT: INPUT}
+    for n in graph.nodes:
+        root[n.index] = root[n.inputs[0]] if n.op.view else n.index
+    # a buffer lives until the last reader of any value aliasing it
+    end: dict[int, int] = {}
+    for v, r in root.items():
+        end[r] = max(end.get(r, -1), last[v])
+    final_root = root[len(graph.nodes) - 1]
+    expr: dict[int, str] = {INPUT: "input"}
+    arena = _Arena()
+    for n in graph.nodes:
+        if n.op.view:
+            expr[n.index] = expr[n.inputs[0]]
+        elif n.index == final_root:
+            expr[n.index] = "output"
+        else:
+            off = arena.alloc(n.index, n.type.nbytes)
+            expr[n.index] = f"((int8_t *)(scratch + {off}u))"
+        for r in {root[i] for i in n.inputs}:
+            if r != INPUT and end.get(r, -1) <= n.index:
+                arena.free(r)
+    return expr, arena.peak
+
+
+def generate(graph: Graph, meta: dict | None = None) -> Generated:
+    """Lay out buffers and render the model's C source from a complete IR graph."""
+    if not graph.nodes:
+        raise BuildError("the model has no layers to generate code for.")
+    if not graph.complete:
+        raise BuildError("the model graph lacks weights or requantisation parameters (a structural graph).")
+    if graph.output.bits != 0:
+        raise BuildError("the model's last layer must produce int32 logits (out_bits=0).")
+    if graph.input.bits == 0:
+        raise BuildError("the model input must be codes, not int32 values.")
     meta = dict(meta or {})
-    C, H, W = imodel.input_shape
-    shape = (C, H, W)
-    layers: list[dict] = []
-    act_max = C * H * W
-    packed_max = 0
-    acc_max = 0
-    kscr_max = 0
-    dst_names = ("act_a", "act_b")
-    flip = 0
-    timer = 0
-    timed = []
-    out_count = None
-    for op in imodel.ops:
-        kind = type(op).__name__.lower()
-        if kind in ("qconv", "qconv2d"):
-            C, H, W = shape
-            assert (op.C, op.H, op.W) == (C, H, W), f"{op.name}: shape chain broken"
-            OH = (H + 2 * op.P - op.KS) // op.S + 1
-            OW = (W + 2 * op.P - op.KS) // op.S + 1
-            L = op.C // op.G * op.KS * op.KS
-            w = np.asarray(op.weight).reshape(op.K, L)
-            d = dict(kind="conv", name=op.name, C=op.C, H=op.H, W=op.W, K=op.K, KS=op.KS, S=op.S, P=op.P,
-                     G=op.G, qa=op.qa, qw=op.qw, OH=OH, OW=OW, outputs=op.K * OH * OW,
-                     plane_words=_words(op.H * op.W, op.qa),
-                     wwords=reference.pack(w, op.qw).reshape(-1).tolist(), bias=np.asarray(op.bias).tolist(),
-                     mult=np.asarray(op.mult).tolist(), shift=np.asarray(op.shift).tolist(),
-                     relu=bool(op.relu), out_bits=int(op.out_bits), timer=timer)
-            spec = KernelSpec("conv2d", (1, op.C, op.H, op.W, op.K, op.KS, op.S, op.P, op.G), op.qa, op.qw)
-            packed_max = max(packed_max, op.C * d["plane_words"])
-            acc_max = max(acc_max, d["outputs"])
-            kscr_max = max(kscr_max, 2 * L + 64)
-            shape = (op.K, OH, OW)
-            out_n = d["outputs"]
-        elif kind in ("qlinear",):
-            n_in = int(np.prod(shape))
-            assert op.in_features == n_in, f"{op.name}: {op.in_features} inputs but {n_in} arrive"
-            w = np.asarray(op.weight).reshape(op.out_features, op.in_features)
-            d = dict(kind="linear", name=op.name, in_features=op.in_features, out_features=op.out_features,
-                     qa=op.qa, qw=op.qw, wwords=reference.pack(w, op.qw).reshape(-1).tolist(),
-                     bias=np.asarray(op.bias).tolist(), mult=np.asarray(op.mult).tolist(),
-                     shift=np.asarray(op.shift).tolist(), relu=bool(op.relu), out_bits=int(op.out_bits),
-                     timer=timer)
-            spec = KernelSpec("matmul", (1, op.out_features, op.in_features), op.qa, op.qw)
-            packed_max = max(packed_max, _words(op.in_features, op.qa))
-            acc_max = max(acc_max, op.out_features)
-            kscr_max = max(kscr_max, 2 * op.in_features + 64)
-            shape = (op.out_features, 1, 1)
-            out_n = op.out_features
-        elif kind == "pool":
-            C, H, W = shape
-            OH = (H - op.KS) // op.S + 1
-            OW = (W - op.KS) // op.S + 1
-            d = dict(kind="pool", name=f"pool{timer}", pool=op.kind, C=C, H=H, W=W, KS=op.KS, S=op.S, timer=timer)
-            spec = None
-            shape = (C, OH, OW)
-            out_n = C * OH * OW
-        elif kind == "flatten":
-            shape = (int(np.prod(shape)), 1, 1)
-            continue
-        else:
-            raise BuildError(f"codegen does not know the op {type(op).__name__}")
-        if d["kind"] != "pool" and not d["out_bits"]:
-            out_count = out_n
-        else:
-            d["dst"] = dst_names[flip]
-            flip ^= 1
-            act_max = max(act_max, out_n)
-        layers.append(d)
-        timed.append({"name": d["name"], "kind": d["kind"], "spec": spec, "timer": timer})
-        timer += 1
-    if out_count is None:
-        raise BuildError("the model's last layer must produce int32 logits (out_bits=0)")
-    off = {}
-    pos = 0
-    for name, size in (("act_a", act_max), ("act_b", act_max), ("packed", 4 * packed_max),
-                       ("acc", 4 * acc_max), ("kscratch", kscr_max)):
-        off[name] = pos
-        pos = _align(pos + size)
+    expr, act_bytes = plan_buffers(graph)
+    scratch = [n.op.scratch(graph.in_types(n), n.type) for n in graph.nodes]
+    packed = max((s.packed_words for s in scratch), default=0)
+    accw = max((s.acc_words for s in scratch), default=0)
+    kbytes = max((s.kernel_bytes for s in scratch), default=0)
+    off = {"packed": _align(act_bytes)}
+    off["acc"] = _align(off["packed"] + 4 * packed)
+    off["kscratch"] = _align(off["acc"] + 4 * accw)
+    total = _align(off["kscratch"] + kbytes)
+    steps, timed, support = [], [], []
+    for n in graph.nodes:
+        if n.op.c_support and n.op.c_support not in support:
+            support.append(n.op.c_support)
+        ctx = EmitContext(sym=c_ident(n.name), ins=graph.in_types(n), out=n.type,
+                          src=[expr[i] for i in n.inputs], dst=expr[n.index])
+        timer = None
+        if n.op.timed:
+            timer = len(timed)
+            timed.append({"name": n.name, "kind": n.op.kind, "spec": graph.spec(n), "timer": timer,
+                          "node": n.index})
+        steps.append({"index": n.index, "name": n.name, "kind": n.op.kind, "bits": n.op.bits,
+                      "decls": n.op.c_decls(ctx), "body": n.op.c_body(ctx) if n.op.timed else "", "timer": timer})
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)
-    env.filters["cwords"] = _cwords
     meta.setdefault("model", "?")
     meta.setdefault("dataset", "?")
-    meta["bits"] = " ".join(f"{d['qa']}x{d['qw']}" for d in layers if d["kind"] != "pool")
+    meta["bits"] = " ".join(f"{a}x{w}" for a, w in graph.scheme)
+    in_count, out_count = graph.input.numel, graph.output.numel
     src = env.get_template("model.c.j2").render(
-        layers=layers, off=off, meta=meta, in_count=int(np.prod(imodel.input_shape)), out_count=out_count,
-        n_timed=timer, scratch_bytes=pos)
-    return Generated(src, int(np.prod(imodel.input_shape)), out_count, timed, pos)
+        steps=steps, support=support, off=off, meta=meta, in_count=in_count, out_count=out_count,
+        n_timed=len(timed), scratch_bytes=total, act_bytes=act_bytes)
+    return Generated(src, in_count, out_count, timed, total, act_bytes)
 
 
 # ---- compiling a model image ------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 
 from harness import registry
 from harness.errors import MeasureError, UserError
+from kernels import ir
 
 from . import codegen
 
@@ -61,21 +62,90 @@ def _predict(proxy_path: str | None, timed: list[dict]) -> tuple[list[float | No
     return out, getattr(lat, "unit", None)
 
 
+def timed_layers(graph: ir.Graph) -> list[dict]:
+    """The nodes a device reports times for, in its order: name, kind, kernel spec."""
+    return [{"name": n.name, "kind": n.op.kind, "spec": graph.spec(n), "node": n.index} for n in graph.timed_nodes]
+
+
+def check_scheme_matches(doc: dict, graph: ir.Graph) -> None:
+    """The scheme file's recorded layer specs must be the ones the model lowers to:
+    a hand-edited qa/qw would otherwise run silently at other bit-widths."""
+    specs = graph.specs(1)
+    layers = doc.get("layers") or []
+    for l, s in zip(layers, specs):
+        want = l.get("spec") or {}
+        try:
+            qa, qw = int(l["qa"]), int(l["qw"])
+            sqa, sqw = int(want.get("qa", qa)), int(want.get("qw", qw))
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"scheme layer {l.get('name')!r} has malformed bit-widths; rerun `mico search`.") from None
+        if (qa, qw) != (s.qa, s.qw) or (sqa, sqw) != (s.qa, s.qw):
+            raise UserError(f"scheme layer {l.get('name')!r} says {qa}x{qw} (spec {sqa}x{sqw}) but its weights "
+                            f"build a {s.qa}x{s.qw} layer; the scheme file was edited, rerun `mico search`.")
+
+
+@dataclass
+class DeviceRun:
+    """What a device returned for a batch of inputs."""
+
+    outputs: np.ndarray      # (images, out_count) int64
+    times: np.ndarray        # (images, timed layers)
+    totals: np.ndarray       # (images,)
+
+
+def run_on_device(session, graph: ir.Graph, inputs: np.ndarray, image: bytes | None = None,
+                  progress: bool = False, label: str = "deploy") -> DeviceRun:
+    """Load a model (a compiled C image, or the IR graph itself for accelerators that map
+    it) into a booted session and run every input; per-layer times follow
+    ``graph.timed_nodes``."""
+    info = session.load_model(image) if image is not None else session.load_ir_model(graph)
+    info = info if isinstance(info, dict) else vars(info)
+    n_in, n_out = graph.input.numel, graph.output.numel
+    if info["in_count"] != n_in or info["out_count"] != n_out:
+        raise UserError("the loaded model's input/output sizes differ from the graph's; regenerate it.")
+    n_timed = len(graph.timed_nodes)
+    xs = np.asarray(inputs, dtype=np.int8).reshape(len(inputs), -1)
+    out = DeviceRun(np.zeros((len(xs), n_out), np.int64), np.zeros((len(xs), n_timed)), np.zeros(len(xs)))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(xs), desc=label, unit="img", leave=False)
+    try:
+        for i, x in enumerate(xs):
+            r = session.run_model(x.tobytes())
+            if len(r.outputs) != n_out or len(r.layers) != n_timed:
+                raise MeasureError(f"the device returned {len(r.outputs)} outputs and {len(r.layers)} layer times; "
+                                   f"the model has {n_out} and {n_timed}")
+            out.outputs[i] = r.outputs
+            out.times[i] = r.layers
+            out.totals[i] = r.total
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
 def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, progress: bool = True,
            params: dict | None = None, proxy_path: str | Path | None = None) -> DeployResult:
     from .scheme import load_scheme
 
+    if limit is not None and limit < 1:
+        raise UserError(f"the image limit must be at least 1, got {limit}.")
     scheme_path = Path(scheme_path)
     qmodel, imodel, scheme = load_scheme(scheme_path)
+    graph = imodel.graph
+    check_scheme_matches(scheme, graph)
     target = registry.get(target_name, **(params or {}))
     ok, why = target.available()
     if not ok:
         raise UserError(f"target {target_name} is not available: {why}")
     build = target.build()
-    gen = codegen.generate(imodel, {"model": scheme.get("model"), "dataset": scheme.get("dataset")})
+    gen = codegen.generate(graph, {"model": scheme.get("model"), "dataset": scheme.get("dataset")})
     t0 = time.monotonic()
-    # firmware targets run the generated C image; accelerator targets (runs_integer_models)
-    # take the IntegerModel and map its layers onto their own hardware
+    # firmware targets run the generated C image; accelerator targets map the IR graph themselves
     image = None if getattr(target, "runs_integer_models", False) else codegen.compile_image(gen, target.model_toolchain())
     compile_s = time.monotonic() - t0
 
@@ -92,41 +162,23 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
         ref = np.asarray(imodel.forward_int(xq), dtype=np.int64)
         fq_logits = qmodel(x)
     xq_np = np.asarray(xq, dtype=np.int8).reshape(len(y), -1)
-    n_layers = len(gen.timed_layers)
-    dev = np.zeros_like(ref)
-    times = np.zeros((len(y), n_layers), dtype=np.float64)
-    totals = np.zeros(len(y), dtype=np.float64)
     try:
         session = target.open(build)
     except MeasureError as e:
         raise UserError(f"target {target_name} did not boot: {e}") from None
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(y), desc=f"deploy on {target_name}", unit="img", leave=False)
     try:
-        info = session.load_integer_model(imodel) if image is None else session.load_model(image)
-        if info["in_count"] != xq_np.shape[1] or info["out_count"] != ref.shape[1]:
-            raise UserError("the loaded model's input/output sizes differ from the scheme's; regenerate it.")
-        for i in range(len(y)):
-            r = session.run_model(xq_np[i].tobytes())
-            dev[i] = r.outputs
-            times[i] = r.layers
-            totals[i] = r.total
-            if bar is not None:
-                bar.update(1)
+        run = run_on_device(session, graph, xq_np, image, progress, f"deploy on {target_name}")
     except MeasureError as e:
         raise UserError(f"running the model on {target_name} failed: {e}") from None
     finally:
-        if bar is not None:
-            bar.close()
         session.close()
+    dev, times, totals = run.outputs, run.times, run.totals
+    timed = timed_layers(graph)
 
     mism = np.any(dev != ref, axis=1)
     unit = session.hello.timer_unit
     proxy_used = str(proxy_path) if proxy_path else scheme.get("proxy")
-    preds, punit = _predict(proxy_used, gen.timed_layers)
+    preds, punit = _predict(proxy_used, timed)
     unit_note = None
     if punit and punit != unit:
         # a proxy of another target (e.g. host ns) says nothing about these cycles
@@ -135,7 +187,7 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
         log.warning(unit_note)
         preds = [None] * len(preds)
     layers = []
-    for j, t in enumerate(gen.timed_layers):
+    for j, t in enumerate(timed):
         col = times[:, j]
         med = float(np.median(col))
         q1, q3 = np.percentile(col, [25, 75])
@@ -176,7 +228,8 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
             "modelled_error_pct": _pct(meas_modelled, float(sum(p for p in preds if p is not None)) if modelled else None),
             "layers": layers,
         },
-        "image_bytes": len(image) if image is not None else None, "scratch_bytes": gen.scratch_bytes, "compile_s": compile_s,
+        "image_bytes": len(image) if image is not None else None, "scratch_bytes": gen.scratch_bytes,
+        "activation_bytes": gen.act_bytes, "compile_s": compile_s,
         "bits": [[l["qa"], l["qw"]] for l in layers if l["qa"] is not None],
     }
     return DeployResult(report)

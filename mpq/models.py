@@ -2,9 +2,10 @@
 
 Every model is a :class:`QuantModel`: an ordered ``plan`` of steps --
 ``Layer`` (a :class:`~mpq.quant.QConv2d` / :class:`~mpq.quant.QLinear`, an
-optional BatchNorm, then ReLU unless it is the last layer), ``Pool`` and
-``Flatten`` -- that one generic ``forward`` runs and
-:func:`mpq.integer.build_integer_model` mirrors op for op.
+optional BatchNorm, then ReLU unless it is the last layer), ``PoolStep`` and
+``FlattenStep``.  Each step knows how it runs in torch (``forward``) and how it
+lowers to the layer IR (``lower``); :meth:`QuantModel.lower` is the one walk
+that the integer reference, codegen, deploy and the latency model consume.
 
 Structure that mirrors the integer deploy semantics:
 
@@ -22,6 +23,7 @@ Structure that mirrors the integer deploy semantics:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -31,28 +33,103 @@ from torch import nn
 
 from harness.errors import UserError
 from harness.spec import KernelSpec
+from kernels import ir
+from kernels.reference import BITS
 
 from .quant import QConv2d, QLinear, enable_fake_quant
 
 Scheme = tuple[tuple[int, int], ...]
 
 
+@dataclass
+class _Walk:
+    """State of one walk over a plan: which quant layer comes next, and (when
+    lowering) the graph being built, the scheme and the integer parameters."""
+
+    model: "QuantModel"
+    layers: list
+    i: int = 0
+    graph: ir.Graph | None = None
+    scheme: Scheme = ()
+    params: list | None = None          # integer_params() per layer (None: structural graph)
+
+    def relu_after(self) -> bool:
+        """ReLU after layer i unless it is the last, or feeds a 1-bit quantiser (sign)."""
+        if self.i == len(self.layers) - 1:
+            return False
+        nxt = self.layers[self.i + 1][1]
+        return not (nxt.act_quant.enabled and nxt.qa == 1)
+
+
+class Step(ABC):
+    """One entry of a model's plan: how it runs in torch and how it lowers to the IR.
+    The two live side by side so that they cannot drift apart."""
+
+    @abstractmethod
+    def forward(self, w: _Walk, x: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def lower(self, w: _Walk) -> None: ...
+
+
 @dataclass(frozen=True)
-class Layer:
+class Layer(Step):
+    """A quant layer (QConv2d / QLinear attribute ``name``), an optional BatchNorm
+    (folded before deploy), then ReLU unless it is the last layer."""
+
     name: str
     bn: str | None = None
 
+    def forward(self, w, x):
+        x = getattr(w.model, self.name)(x)
+        if self.bn is not None:
+            x = getattr(w.model, self.bn)(x)
+        if w.relu_after():
+            x = F.relu(x)
+        w.i += 1
+        return x
+
+    def lower(self, w):
+        m = getattr(w.model, self.name)
+        qa, qw = w.scheme[w.i]
+        last = w.i == len(w.layers) - 1
+        out_bits = 0 if last else w.scheme[w.i + 1][0]
+        rq = weight = None
+        if w.params is not None:
+            p = w.params[w.i]
+            if last:
+                real = p["s_in"] * p["s_w"]
+            else:
+                real = p["s_in"] * p["s_w"] / w.params[w.i + 1]["s_in"]
+            rq = ir.Requant.from_scale(p["bias"], real, relu=not last and out_bits != 1, out_bits=out_bits)
+            weight = p["weight"]
+        w.graph.add(m.ir_op(self.name, qa, qw, out_bits, weight, rq))
+        w.i += 1
+
 
 @dataclass(frozen=True)
-class Pool:
+class PoolStep(Step):
+    """Max / average pooling, square window, no padding."""
+
     kind: str   # 'max' | 'avg'
     ks: int
     stride: int
 
+    def forward(self, w, x):
+        f = F.max_pool2d if self.kind == "max" else F.avg_pool2d
+        return f(x, self.ks, self.stride)
+
+    def lower(self, w):
+        w.graph.add(ir.Pool(mode=self.kind, ks=self.ks, stride=self.stride))
+
 
 @dataclass(frozen=True)
-class Flatten:
-    pass
+class FlattenStep(Step):
+    def forward(self, w, x):
+        return x.flatten(1)
+
+    def lower(self, w):
+        w.graph.add(ir.Flatten())
 
 
 class QuantModel(nn.Module):
@@ -73,9 +150,6 @@ class QuantModel(nn.Module):
     def quant_layers(self) -> list[tuple[str, nn.Module]]:
         return [(n, getattr(self, n)) for n in self.layer_names]
 
-    def layer_kinds(self) -> list[str]:
-        return ["conv2d" if isinstance(m, QConv2d) else "matmul" for _, m in self.quant_layers()]
-
     # ---- bit-widths ----------------------------------------------------------
     @property
     def scheme(self) -> Scheme:
@@ -88,65 +162,29 @@ class QuantModel(nn.Module):
             m.set_bits(qa, qw)
 
     # ---- forward ---------------------------------------------------------------
-    def _relu_after(self, i: int, layers) -> bool:
-        if i == len(layers) - 1:
-            return False
-        nxt = layers[i + 1][1]
-        return not (nxt.act_quant.enabled and nxt.qa == 1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layers = self.quant_layers()
+        w = _Walk(self, self.quant_layers())
         x = x - self.input_offset
-        i = 0
         for step in self.plan:
-            if isinstance(step, Layer):
-                x = getattr(self, step.name)(x)
-                if step.bn is not None:
-                    x = getattr(self, step.bn)(x)
-                if self._relu_after(i, layers):
-                    x = F.relu(x)
-                i += 1
-            elif isinstance(step, Pool):
-                if step.kind == "max":
-                    x = F.max_pool2d(x, step.ks, step.stride)
-                else:
-                    x = F.avg_pool2d(x, step.ks, step.stride)
-            elif isinstance(step, Flatten):
-                x = x.flatten(1)
+            x = step.forward(w, x)
         return x
 
-    # ---- shapes and kernel specs --------------------------------------------------
-    def layer_shapes(self, batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
-        """(op, shape) of each quant layer for a batch: matmul (N, M, K),
-        conv2d (N, C, H, W, K, KS, S, P, G)."""
-        C, H, W = self.input_shape
-        flat = None
-        out = []
+    # ---- the layer IR ------------------------------------------------------------
+    def lower(self, scheme: Sequence[Sequence[int]] | None = None, params: list | None = None) -> ir.Graph:
+        """The model as an IR graph: structural (shapes and bits only) without
+        ``params``, or complete with every layer's ``integer_params()``."""
+        layers = self.quant_layers()
+        scheme = self.scheme if scheme is None else normalize_scheme(scheme, len(layers))
+        g = ir.Graph(ir.TensorType(tuple(self.input_shape), scheme[0][0]))
+        w = _Walk(self, layers, graph=g, scheme=scheme, params=params)
         for step in self.plan:
-            if isinstance(step, Layer):
-                m = getattr(self, step.name)
-                if isinstance(m, QConv2d):
-                    ks, s, p = m.kernel_size[0], m.stride[0], m.padding[0]
-                    out.append(("conv2d", (batch, C, H, W, m.out_channels, ks, s, p, m.groups)))
-                    C, H, W = m.out_channels, (H + 2 * p - ks) // s + 1, (W + 2 * p - ks) // s + 1
-                else:
-                    k = flat if flat is not None else C * H * W
-                    if k != m.in_features:
-                        raise ValueError(f"{step.name}: expects {m.in_features} inputs, plan gives {k}")
-                    out.append(("matmul", (batch, m.out_features, m.in_features)))
-                    flat = m.out_features
-            elif isinstance(step, Pool):
-                H, W = (H - step.ks) // step.stride + 1, (W - step.ks) // step.stride + 1
-            elif isinstance(step, Flatten):
-                flat = C * H * W
-        return out
+            step.lower(w)
+        return g
 
     def layer_specs(self, batch: int = 1, scheme: Sequence[Sequence[int]] | None = None) -> list[KernelSpec]:
         """KernelSpecs of the quant layers for ``batch`` and a scheme (default:
         the model's current bit-widths)."""
-        shapes = self.layer_shapes(batch)
-        scheme = self.scheme if scheme is None else normalize_scheme(scheme, len(shapes))
-        return [KernelSpec(op, shape, qa, qw) for (op, shape), (qa, qw) in zip(shapes, scheme)]
+        return self.lower(scheme).specs(batch)
 
 
 def normalize_scheme(scheme: Sequence[Sequence[int]], n_layers: int) -> Scheme:
@@ -155,7 +193,7 @@ def normalize_scheme(scheme: Sequence[Sequence[int]], n_layers: int) -> Scheme:
     if len(out) != n_layers:
         raise UserError(f"the scheme has {len(out)} (qa, qw) pairs but the model has {n_layers} quantisable layers.")
     for a, w in out:
-        if a not in (1, 2, 4, 8) or w not in (1, 2, 4, 8):
+        if a not in BITS or w not in BITS:
             raise UserError(f"bit-width pair ({a},{w}) is not supported; use bits from 1, 2, 4, 8.")
     return out
 
@@ -181,8 +219,8 @@ class LeNet(QuantModel):
         r = hw // 4
         self.fc1 = QLinear(32 * r * r, 64)
         self.fc2 = QLinear(64, num_classes, per_channel=False)
-        self.plan = [Layer("conv1", "bn1"), Pool("max", 2, 2), Layer("conv2", "bn2"), Pool("max", 2, 2),
-                     Flatten(), Layer("fc1"), Layer("fc2")]
+        self.plan = [Layer("conv1", "bn1"), PoolStep("max", 2, 2), Layer("conv2", "bn2"), PoolStep("max", 2, 2),
+                     FlattenStep(), Layer("fc1"), Layer("fc2")]
 
 
 class MLP(QuantModel):
@@ -197,7 +235,7 @@ class MLP(QuantModel):
         self.fc1 = QLinear(in_ch * hw * hw, 128)
         self.fc2 = QLinear(128, 64)
         self.fc3 = QLinear(64, num_classes, per_channel=False)
-        self.plan = [Flatten(), Layer("fc1"), Layer("fc2"), Layer("fc3")]
+        self.plan = [FlattenStep(), Layer("fc1"), Layer("fc2"), Layer("fc3")]
 
 
 MODELS = {"lenet": LeNet, "mlp": MLP}

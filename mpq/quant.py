@@ -53,7 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BITS = (1, 2, 4, 8)
+from kernels import ir
+from kernels.reference import BITS
+
 SCALE_POLICIES = ("mico", "minmax")
 #: 2-bit scales under the "mico" policy (see the module doc)
 W2_MEAN_FACTOR = 1.5
@@ -367,6 +369,12 @@ class QConv2d(_QuantLayerMixin, nn.Conv2d):
     def _op(self, x, w, b):
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
+    def ir_op(self, name: str, qa: int, qw: int, out_bits: int, weight=None, rq=None) -> ir.Conv2d:
+        """This layer as an IR op (weights and requantisation optional: structural)."""
+        return ir.Conv2d(name=name, qa=qa, qw=qw, out_bits=out_bits, weight=weight, rq=rq,
+                         out_channels=self.out_channels, ks=self.kernel_size[0], stride=self.stride[0],
+                         pad=self.padding[0], groups=self.groups)
+
 
 class QLinear(_QuantLayerMixin, nn.Linear):
     """``nn.Linear`` with input-activation and per-channel weight fake quant."""
@@ -380,6 +388,11 @@ class QLinear(_QuantLayerMixin, nn.Linear):
 
     def _op(self, x, w, b):
         return F.linear(x, w, b)
+
+    def ir_op(self, name: str, qa: int, qw: int, out_bits: int, weight=None, rq=None) -> ir.Linear:
+        """This layer as an IR op (weights and requantisation optional: structural)."""
+        return ir.Linear(name=name, qa=qa, qw=qw, out_bits=out_bits, weight=weight, rq=rq,
+                         out_features=self.out_features)
 
 
 QUANT_LAYERS = (QConv2d, QLinear)

@@ -131,18 +131,19 @@ def parse_budget(text: str | float, ref_latency: float, min_latency: float, unit
 # ---- latency and accuracy of a scheme ------------------------------------------------
 
 class SchemeLatency:
-    """Predicted latency of a scheme for a model (cached): ``(per_layer, total)``."""
+    """Predicted latency of a scheme for a model (cached): ``(per_layer, total)``.
+    Each scheme is lowered to the layer IR, so every op the model's graph has is
+    priced exactly as the deployed model will run it."""
 
     def __init__(self, model: QuantModel, latency_fn: LatencyFn, batch: int = 1):
-        self.shapes = model.layer_shapes(batch)
+        self.model = model
+        self.batch = batch
         self.latency_fn = latency_fn
-        self.n_layers = len(self.shapes)
+        self.n_layers = len(model.layer_names)
         self._cache: dict[Scheme, tuple[np.ndarray, float]] = {}
 
     def specs(self, scheme: Scheme):
-        from harness.spec import KernelSpec
-
-        return [KernelSpec(op, shape, qa, qw) for (op, shape), (qa, qw) in zip(self.shapes, scheme)]
+        return self.model.lower(scheme).specs(self.batch)
 
     def __call__(self, scheme: Sequence[Sequence[int]]) -> tuple[np.ndarray, float]:
         key = normalize_scheme(scheme, self.n_layers)

@@ -18,5 +18,5 @@ def zoo_shapes(batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
             continue
         seen_hw.add(hw)
         for name in MODELS:
-            out.update(get_model(name, dataset).layer_shapes(batch))
+            out.update((s.op, s.shape) for s in get_model(name, dataset).lower().specs(batch))
     return sorted(out)

@@ -27,6 +27,7 @@ from rtl_sims.bitfusion.compiler import (PUBLISHED, ArrayConfig, Gemm, candidate
                                          kernel_gemm)
 from rtl_sims.bitfusion.model import predict
 
+from helpers.models import random_graph, random_inputs
 from mico_cli import mico
 
 BITS = (1, 2, 4, 8)
@@ -240,52 +241,18 @@ def test_bad_frames_are_retried_and_crash_is_typed(rtl):
 
 # ---- integer models (deploy) ------------------------------------------------------------------
 
-def _vals(rng, b, shape):
-    if b == 1:
-        return rng.choice(np.array([-1, 1], np.int8), size=shape)
-    return rng.integers(-(1 << (b - 1)), 1 << (b - 1), size=shape).astype(np.int8)
-
-
-def _rq(rng, n, out_bits, red):
-    bias = rng.integers(-4 * red, 4 * red + 1, n).astype(np.int32)
-    mult = rng.integers(1 << 30, (1 << 31) - 1, n).astype(np.int32)
-    if out_bits == 0:
-        return bias, mult, np.full(n, 31, np.uint8)
-    target = max(1, 1 << max(out_bits - 1, 0))
-    shift = 31 + max(0, int(np.log2(max(red * 16 / target, 1))))
-    return bias, mult, np.full(n, min(shift, 62), np.uint8)
-
-
-def random_integer_model(rng, pairs, pool="max", groups=1):
-    from mpq.integer import Flatten, IntegerModel, Pool, QConv, QLinear
-
-    (a1, w1), (a2, w2), (a3, w3), (a4, w4) = pairs
-    c1 = QConv("c1", 3, 9, 9, 8, 3, 1, 1, 1, a1, w1, _vals(rng, w1, (8, 3, 3, 3)), *_rq(rng, 8, a2, 3 * 9 * 64),
-               True, a2)
-    C, H, W = c1.out_shape
-    p = Pool(pool, C, H, W, 2, 2)
-    C, H, W = p.out_shape
-    c2 = QConv("c2", C, H, W, 8, 3, 1, 1, groups, a2, w2, _vals(rng, w2, (8, C // groups, 3, 3)),
-               *_rq(rng, 8, a3, C // groups * 9 * 64), False, a3)
-    C, H, W = c2.out_shape
-    f1 = QLinear("f1", C * H * W, 24, a3, w3, _vals(rng, w3, (24, C * H * W)), *_rq(rng, 24, a4, C * H * W * 64),
-                 True, a4)
-    f2 = QLinear("f2", 24, 10, a4, w4, _vals(rng, w4, (10, 24)), *_rq(rng, 10, 0, 24 * 64), False, 0)
-    return IntegerModel((3, 9, 9), a1, 1.0, [c1, p, c2, Flatten(C * H * W), f1, f2])
-
-
 @pytest.mark.parametrize("pairs,kw", [([(8, 8), (4, 4), (2, 2), (1, 1)], {}),
                                       ([(1, 8), (8, 1), (2, 4), (4, 2)], {"pool": "avg"}),
                                       ([(4, 8), (8, 2), (1, 4), (2, 1)], {"groups": 8})])
 def test_integer_model_bit_exact(rtl, pairs, kw):
-    """Conv / linear on the accelerator, requant / pool / bias on the host side == forward_int."""
+    """Conv / linear on the accelerator, requant / pool / bias on the host side == the IR reference."""
     t, b, s = rtl
     rng = np.random.default_rng(len(str(pairs)))
-    im = random_integer_model(rng, pairs, **kw)
-    info = s.load_integer_model(im)
+    g = random_graph(rng, pairs, **kw)
+    info = s.load_ir_model(g)
     assert info["in_count"] == 243 and info["out_count"] == 10 and info["n_layers"] == 5
-    xs = _vals(rng, im.input_bits, (4, 3, 9, 9))
-    ref = np.asarray(im.forward_int(xs))
+    xs = random_inputs(rng, g, 4)
+    ref = g.run(xs)
     for i in range(len(xs)):
         r = s.run_model(xs[i].tobytes())
         np.testing.assert_array_equal(np.asarray(r.outputs), ref[i])

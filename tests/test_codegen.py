@@ -6,49 +6,11 @@ import numpy as np
 import pytest
 
 from harness.errors import BuildError
+from helpers.models import random_graph as random_model
+from helpers.models import random_inputs
 from mpq import codegen
-from mpq.integer import Flatten, IntegerModel, Pool, QConv, QLinear
 
 BITS = (1, 2, 4, 8)
-
-
-def _vals(rng, b, shape):
-    if b == 1:
-        return rng.choice(np.array([-1, 1], np.int8), size=shape)
-    return rng.integers(-(1 << (b - 1)), 1 << (b - 1), size=shape).astype(np.int8)
-
-
-def _rq(rng, n, out_bits, red):
-    """bias, mult, shift for n channels that keep requantised values spread over the range."""
-    bias = rng.integers(-4 * red, 4 * red + 1, n).astype(np.int32)
-    mult = rng.integers(1 << 30, (1 << 31) - 1, n).astype(np.int32)
-    if out_bits == 0:
-        return bias, mult, np.full(n, 31, np.uint8)
-    target = max(1, 1 << max(out_bits - 1, 0))
-    shift = 31 + max(0, int(np.log2(max(red * 16 / target, 1))))
-    return bias, mult, np.full(n, min(shift, 62), np.uint8)
-
-
-def random_model(rng, pairs, pool="max", groups=1, stride=1, pad=1, hw=9, c_in=3):
-    """conv(3->8) -> pool -> conv(8->8, grouped/strided) -> flatten -> linear -> linear(10)."""
-    (a1, w1), (a2, w2), (a3, w3), (a4, w4) = pairs
-    ops = []
-    c1 = QConv("c1", c_in, hw, hw, 8, 3, 1, pad, 1, a1, w1, _vals(rng, w1, (8, c_in, 3, 3)),
-               *_rq(rng, 8, a2, c_in * 9 * 64), True, a2)
-    ops.append(c1)
-    C, H, W = c1.out_shape
-    ops.append(Pool(pool, C, H, W, 2, 2))
-    C, H, W = ops[-1].out_shape
-    c2 = QConv("c2", C, H, W, 8, 3, stride, pad, groups, a2, w2, _vals(rng, w2, (8, C // groups, 3, 3)),
-               *_rq(rng, 8, a3, C // groups * 9 * 64), False, a3)
-    ops.append(c2)
-    C, H, W = c2.out_shape
-    ops.append(Flatten(C * H * W))
-    f1 = QLinear("f1", C * H * W, 24, a3, w3, _vals(rng, w3, (24, C * H * W)), *_rq(rng, 24, a4, C * H * W * 64),
-                 True, a4)
-    f2 = QLinear("f2", 24, 10, a4, w4, _vals(rng, w4, (10, 24)), *_rq(rng, 10, 0, 24 * 64), False, 0)
-    ops += [f1, f2]
-    return IntegerModel((c_in, hw, hw), a1, 1.0, ops)
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +24,14 @@ def host():
     s.close()
 
 
-def _check(host, im, rng, n_inputs=6):
+def _check(host, g, rng, n_inputs=6, out_count=10):
     t, s = host
-    gen = codegen.generate(im, {"model": "test"})
+    gen = codegen.generate(g, {"model": "test"})
     image = codegen.compile_image(gen, t.model_toolchain())
     info = s.load_model(image)
-    assert info["out_count"] == 10 and info["n_layers"] == len(gen.timed_layers)
-    C, H, W = im.input_shape
-    xs = _vals(rng, im.input_bits, (n_inputs, C, H, W))
-    ref = np.asarray(im.forward_int(xs))
+    assert info["out_count"] == out_count and info["n_layers"] == len(gen.timed_layers)
+    xs = random_inputs(rng, g, n_inputs)
+    ref = g.run(xs)
     for i in range(n_inputs):
         r = s.run_model(xs[i].tobytes())
         np.testing.assert_array_equal(np.asarray(r.outputs), ref[i])
@@ -119,7 +80,24 @@ def test_corrupted_image_is_refused(host):
 
 def test_last_layer_must_give_logits():
     rng = np.random.default_rng(7)
-    im = random_model(rng, [(8, 8)] * 4)
-    im.ops[-1].out_bits = 4
-    with pytest.raises(BuildError):
-        codegen.generate(im)
+    g = random_model(rng, [(8, 8)] * 4)
+    g.nodes.pop()            # ends with f1: 8-bit codes, not logits
+    with pytest.raises(BuildError, match="logits"):
+        codegen.generate(g)
+
+
+def test_structural_graph_is_refused():
+    from mpq.models import get_model
+
+    with pytest.raises(BuildError, match="structural"):
+        codegen.generate(get_model("lenet").lower())
+
+
+def test_buffers_are_planned_by_lifetime():
+    """Sequential layers reuse buffers: the peak is the largest pair alive at once, not the sum."""
+    g = random_model(np.random.default_rng(8), [(8, 8)] * 4)
+    expr, peak = codegen.plan_buffers(g)
+    sizes = [n.type.nbytes for n in g.nodes if not n.op.view]
+    assert peak < sum(sizes[:-1]) and peak >= max(a + b for a, b in zip(sizes, sizes[1:-1]))
+    assert expr[g.nodes[3].index] == expr[g.nodes[2].index]      # flatten is a view of c2's buffer
+    assert expr[len(g.nodes) - 1] == "output"

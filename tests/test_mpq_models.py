@@ -5,7 +5,7 @@ import torch
 
 from harness.errors import UserError
 from harness.spec import KernelSpec
-from mpq.models import get_model, normalize_scheme
+from mpq.models import _Walk, get_model, normalize_scheme
 from mpq.quant import enable_fake_quant
 
 torch.set_num_threads(1)
@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 def test_lenet_digits_layers_and_specs():
     m = get_model("lenet", "digits")
     assert m.layer_names == ["conv1", "conv2", "fc1", "fc2"]
-    assert m.layer_kinds() == ["conv2d", "conv2d", "matmul", "matmul"]
+    assert [s.op for s in m.layer_specs()] == ["conv2d", "conv2d", "matmul", "matmul"]
     specs = m.layer_specs(batch=4, scheme=[(8, 8), (4, 2), (2, 1), (1, 8)])
     assert specs == [
         KernelSpec("conv2d", (4, 1, 8, 8, 16, 3, 1, 1, 1), 8, 8),
@@ -61,11 +61,15 @@ def test_scheme_validation_and_set():
 def test_relu_feeding_a_1bit_quantizer_is_dropped():
     m = get_model("mlp", "digits").eval()
     layers = m.quant_layers()
-    assert m._relu_after(0, layers) and m._relu_after(1, layers) and not m._relu_after(2, layers)
+
+    def relu_after(i):
+        return _Walk(m, layers, i=i).relu_after()
+
+    assert relu_after(0) and relu_after(1) and not relu_after(2)
     m.set_scheme([(8, 8), (1, 8), (8, 8)])
-    assert m._relu_after(0, layers)          # float model: every ReLU stays
+    assert relu_after(0)          # float model: every ReLU stays
     enable_fake_quant(m, True)
-    assert not m._relu_after(0, layers) and m._relu_after(1, layers)
+    assert not relu_after(0) and relu_after(1)
     # with the ReLU the 1-bit codes would all be +1; without it both signs occur
     seen = []
     m.fc2.act_quant.register_forward_hook(lambda mod, i, o: seen.append(o))

@@ -101,20 +101,19 @@ def test_simd_unit_beats_scalar(sessions):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vexriscv-full", "vexriscv-mico"])
 def test_generated_model_bit_exact(sessions, name):
+    from helpers.models import random_graph, random_inputs
     from mpq import codegen
-    from test_codegen import _vals, random_model
 
     t, _, s = sessions(name)
     for i, pairs in enumerate(([(8, 8)] * 4, [(8, 4), (2, 2), (4, 1), (1, 8)], [(1, 1), (2, 4), (4, 8), (8, 2)])):
         rng = np.random.default_rng(100 + i)
-        im = random_model(rng, pairs, **({"groups": 2, "stride": 2} if i == 1 else {}))
-        gen = codegen.generate(im, {"model": "test"})
+        g = random_graph(rng, pairs, **({"groups": 2, "stride": 2} if i == 1 else {}))
+        gen = codegen.generate(g, {"model": "test"})
         image = codegen.compile_image(gen, t.model_toolchain())
         info = s.load_model(image)
         assert info["n_layers"] == len(gen.timed_layers)
-        C, H, W = im.input_shape
-        xs = _vals(rng, im.input_bits, (3, C, H, W))
-        ref = np.asarray(im.forward_int(xs))
+        xs = random_inputs(rng, g, 3)
+        ref = g.run(xs)
         assert len(np.unique(ref)) > 3
         for j in range(len(xs)):
             r = s.run_model(xs[j].tobytes())

@@ -39,7 +39,7 @@ from harness.target import BuildResult, Session, Target, fingerprint_of
 from harness.transports import ProcessTransport
 from kernels import reference
 
-from .compiler import ArrayConfig, CompileError, Compiled, compile_kernel, pack_a
+from .compiler import ArrayConfig, CompileError, Compiled, compile_kernel
 from .link import BFClient
 from .model import predict
 
@@ -108,39 +108,6 @@ def kernel_output_checksum(y: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(np.asarray(y, dtype="<i4")).tobytes())
 
 
-# ---- integer-model execution (deploy) --------------------------------------------------
-
-def _requant(acc: np.ndarray, bias, mult, shift, relu: bool, out_bits: int) -> np.ndarray:
-    """``mpq.integer.requant_torch`` in NumPy int64 (channels on axis 1)."""
-    acc = np.asarray(acc, dtype=np.int64)
-    shape = [1] * acc.ndim
-    shape[1] = -1
-
-    def pc(v):
-        return np.asarray(v).astype(np.int64).reshape(shape)
-
-    v = acc + pc(bias)
-    if out_bits == 0:
-        return v
-    if out_bits == 1:
-        return np.where(v >= 0, 1, -1).astype(np.int64)
-    t = v * pc(mult)
-    s = pc(shift)
-    y = (t + (np.int64(1) << (s - 1))) >> s
-    if relu:
-        y = np.maximum(y, 0)
-    lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
-    return np.clip(y, lo, hi)
-
-
-def _pool(x: np.ndarray, kind: str, ks: int, s: int) -> np.ndarray:
-    v = np.lib.stride_tricks.sliding_window_view(np.asarray(x, dtype=np.int64), (ks, ks), axis=(2, 3))[:, :, ::s, ::s]
-    if kind == "max":
-        return v.max(axis=(-2, -1))
-    cnt = ks * ks
-    return np.floor_divide(2 * v.sum(axis=(-2, -1)) + cnt, 2 * cnt)
-
-
 class _NullTransport:
     def close(self, timeout: float = 0.0) -> None:
         pass
@@ -167,8 +134,7 @@ class BitFusionSession(Session):
         self.cfg = cfg
         self.timeout = timeout
         self.last: dict = {}
-        self._model: list | None = None
-        self._model_info: dict | None = None
+        self._model = None
 
     # ---- kernels ----------------------------------------------------------------------
     def compile(self, spec: KernelSpec, seed: int) -> Compiled:
@@ -203,103 +169,18 @@ class BitFusionSession(Session):
         cycles, y = self.execute(c, max(1, repeats), timeout)
         return KernelRun([int(v) for v in cycles], kernel_output_checksum(y), int(y.size))
 
-    # ---- integer models (mpq deploy) --------------------------------------------------------
-    def load_integer_model(self, imodel) -> dict:
-        """Compile every conv / linear layer of an ``mpq.integer.IntegerModel`` (weights
-        go to DRAM once); pool / flatten / requant / bias run on the host side."""
-        C, H, W = (int(v) for v in imodel.input_shape)
-        shape = (C, H, W)
-        steps: list = []
-        base = 0
-        n_timed = 0
-        out_count = None
-        for op in imodel.ops:
-            kind = type(op).__name__.lower()
-            if kind in ("qconv", "qconv2d"):
-                if (op.C, op.H, op.W) != shape:
-                    raise UserError(f"{op.name}: input shape {(op.C, op.H, op.W)} differs from {shape}.")
-                sp = (1, op.C, op.H, op.W, op.K, op.KS, op.S, op.P, op.G)
-                c = self._compile_layer("conv2d", sp, op, base)
-                steps.append(("gemm", op, c, sp))
-                base = c.layout.end
-                OH, OW = reference.conv_out_hw(op.H, op.W, op.KS, op.S, op.P)
-                shape = (op.K, OH, OW)
-                n_timed += 1
-                if not op.out_bits:
-                    out_count = op.K * OH * OW
-            elif kind == "qlinear":
-                n_in = int(np.prod(shape))
-                if op.in_features != n_in:
-                    raise UserError(f"{op.name}: {op.in_features} inputs but {n_in} arrive.")
-                sp = (1, op.out_features, op.in_features)
-                c = self._compile_layer("matmul", sp, op, base)
-                steps.append(("gemm", op, c, sp))
-                base = c.layout.end
-                shape = (op.out_features, 1, 1)
-                n_timed += 1
-                if not op.out_bits:
-                    out_count = op.out_features
-            elif kind == "pool":
-                Cc, Hh, Ww = shape
-                steps.append(("pool", op, None, None))
-                shape = (Cc, (Hh - op.KS) // op.S + 1, (Ww - op.KS) // op.S + 1)
-                n_timed += 1
-            elif kind == "flatten":
-                steps.append(("flatten", op, None, None))
-                shape = (int(np.prod(shape)), 1, 1)
-            else:
-                raise UserError(f"bitfusion cannot run the op {type(op).__name__}.")
-        if out_count is None:
-            raise UserError("the model's last layer must produce int32 logits (out_bits=0).")
-        self._model = steps
-        self._model_info = {"in_count": C * H * W, "out_count": out_count, "n_layers": n_timed,
-                            "scratch_bytes": 4 * base, "input_shape": (C, H, W)}
-        return {k: v for k, v in self._model_info.items() if k != "input_shape"}
+    # ---- whole models (mpq deploy) ------------------------------------------------------------
+    def load_ir_model(self, graph) -> dict:
+        """Map a complete layer-IR graph onto the array (rtl_sims/bitfusion/deploy.py)."""
+        from .deploy import IRModel
 
-    def _compile_layer(self, op: str, sp: tuple, layer, base: int) -> Compiled:
-        try:
-            c = compile_kernel(self.cfg, op, sp, layer.qa, layer.qw, None, np.asarray(layer.weight), base=base)
-        except CompileError as e:
-            raise DoesNotFitError(f"{layer.name}: {e}") from None
-        self.client.write(c.layout.w_base, c.w_img.astype("<u4").tobytes())
-        c.w_img = None
-        return c
+        self._model = IRModel(self, graph)
+        return self._model.info
 
     def run_model(self, inputs: bytes, timeout: float | None = None) -> ModelRun:
         if self._model is None:
             raise MeasureError("no model loaded")
-        info = self._model_info
-        if len(inputs) != info["in_count"]:
-            raise MeasureError(f"input has {len(inputs)} values, the model takes {info['in_count']}")
-        x = np.frombuffer(bytes(inputs), dtype=np.int8).astype(np.int64).reshape(1, *info["input_shape"])
-        layers: list[int] = []
-        for kind, op, c, sp in self._model:
-            if kind == "gemm":
-                opname = "conv2d" if len(sp) == 9 else "matmul"
-                xin = x if opname == "conv2d" else x.reshape(1, -1)
-                lo, hi = reference.value_range(op.qa)
-                if xin.min() < lo or xin.max() > hi:
-                    raise MeasureError(f"{op.name}: activations outside the {op.qa}-bit range")
-                c.a_img = pack_a(c.plan, _gemm_a(opname, sp, xin))
-                cycles, y = self.execute(c, 1, timeout)
-                c.a_img = None
-                layers.append(int(cycles[0]))
-                x = _requant(y.astype(np.int64), op.bias, op.mult, op.shift, op.relu, op.out_bits)
-            elif kind == "pool":
-                x = _pool(x, op.kind, op.KS, op.S)
-                layers.append(0)       # runs on the host side, not on the accelerator
-            else:
-                x = x.reshape(x.shape[0], -1)
-        y = x.reshape(-1)
-        if y.size and (int(y.max()) > 2**31 - 1 or int(y.min()) < -(2**31)):
-            raise MeasureError("integer logits overflow int32")
-        return ModelRun([int(v) for v in y], int(sum(layers)), layers)
-
-
-def _gemm_a(op: str, sp: tuple, x: np.ndarray) -> np.ndarray:
-    from .compiler import gemm_operand_a
-
-    return gemm_operand_a(op, sp, x.astype(np.int8))
+        return self._model.run(inputs, timeout)
 
 
 class ModelSession(Session):

@@ -1,0 +1,376 @@
+"""IR ops: each holds its shape rule, integer semantics, kernel spec, cost terms and C.
+
+Adding a layer type is one class here (or anywhere: the walkers only use the
+:class:`Op` interface) plus its kernel -- a C function the firmware exports
+through the model API table, or ``c_support`` source compiled into the model
+image itself.  Nothing outside an op dispatches on its class.
+
+Batched NumPy semantics: ``run`` takes int64 arrays ``(N, *shape)`` and
+returns one; they are exactly what the generated C computes on the device.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Sequence
+
+import numpy as np
+
+from kernels import reference
+
+from .types import IRError, Requant, TensorType
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.spec import KernelSpec
+
+    from .emit import EmitContext
+
+
+@dataclass
+class Scratch:
+    """Per-op temporaries of the generated C (shared by all ops, sized by the largest)."""
+
+    packed_words: int = 0      # packed activation words (uint32)
+    acc_words: int = 0         # int32 accumulators
+    kernel_bytes: int = 0      # the kernel's own scratch (mico_*_scratch)
+
+
+class Op(ABC):
+    """One IR op.  Subclasses are dataclasses with a ``name`` field."""
+
+    kind: ClassVar[str] = "?"          # short name used in reports and deploy tables
+    n_inputs: ClassVar[int] = 1
+    timed: ClassVar[bool] = True       # runs code on the device and gets a timer slot
+    view: ClassVar[bool] = False       # output aliases input 0 (no code, no copy)
+    c_support: ClassVar[str] = ""      # C of the op's kernel when the firmware does not export it
+
+    name: str = ""                     # set by the dataclass subclasses; Graph names unnamed ops
+
+    @abstractmethod
+    def infer(self, ins: Sequence[TensorType]) -> TensorType:
+        """Output type for these input types; IRError if they do not fit the op."""
+
+    @abstractmethod
+    def run(self, xs: Sequence[np.ndarray]) -> np.ndarray:
+        """Integer semantics on batched int64 arrays."""
+
+    @property
+    def complete(self) -> bool:
+        """True when every numeric parameter is present (a structural op lacks weights)."""
+        return True
+
+    def spec(self, ins: Sequence[TensorType], batch: int = 1) -> "KernelSpec | None":
+        """The kernel spec the latency model and the sweeps know this op by (None: not a kernel)."""
+        return None
+
+    def cost_terms(self, ins: Sequence[TensorType], out: TensorType) -> dict[str, int]:
+        """Work counts that price the op: elements read and written by default."""
+        return {"elements_in": sum(t.numel for t in ins), "elements_out": out.numel}
+
+    @property
+    def bits(self) -> tuple[int, int] | None:
+        """(qa, qw) of a MAC op, None otherwise."""
+        return None
+
+    def param_bits(self) -> int:
+        """Bits of constants the device stores for this op."""
+        return 0
+
+    # ---- code generation ---------------------------------------------------------------
+    def scratch(self, ins: Sequence[TensorType], out: TensorType) -> Scratch:
+        return Scratch()
+
+    def c_decls(self, ctx: "EmitContext") -> str:
+        return ""
+
+    @abstractmethod
+    def c_body(self, ctx: "EmitContext") -> str:
+        """C statements computing ``ctx.dst`` from ``ctx.src``."""
+
+
+def _one(ins: Sequence[TensorType], op: Op) -> TensorType:
+    if len(ins) != 1:
+        raise IRError(f"{op.name}: takes one input, got {len(ins)}.")
+    return ins[0]
+
+
+def _check_act(op: Op, t: TensorType, qa: int) -> None:
+    if t.bits != qa:
+        raise IRError(f"{op.name}: its input carries {t.bits}-bit codes but the op reads qa={qa}.")
+
+
+# ---- MAC ops ------------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _MacOp(Op):
+    """conv / linear: a bit-packed kernel, then the requantisation (or int32 logits)."""
+
+    name: str = ""
+    qa: int = 8
+    qw: int = 8
+    out_bits: int = 8                     # next tensor's code width; 0: int32 logits
+    weight: np.ndarray | None = None      # int8 VALUES
+    rq: Requant | None = None
+
+    def __post_init__(self):
+        for b, what in ((self.qa, "qa"), (self.qw, "qw")):
+            if b not in reference.BITS:
+                raise IRError(f"{self.name}: {what}={b} is not one of {reference.BITS}.")
+        if self.rq is not None and self.rq.out_bits != self.out_bits:
+            raise IRError(f"{self.name}: the requantisation writes {self.rq.out_bits} bits, the op says {self.out_bits}.")
+        if self.weight is not None:
+            self.weight = np.asarray(self.weight).astype(np.int8)
+            lo, hi = reference.value_range(self.qw)
+            if self.weight.size and (self.weight.min() < lo or self.weight.max() > hi):
+                raise IRError(f"{self.name}: weights exceed the {self.qw}-bit range [{lo}, {hi}].")
+
+    @property
+    def complete(self) -> bool:
+        return self.weight is not None and self.rq is not None
+
+    @property
+    def bits(self) -> tuple[int, int]:
+        return (self.qa, self.qw)
+
+    @abstractmethod
+    def accumulate(self, xs: Sequence[np.ndarray]) -> np.ndarray:
+        """The kernel alone: int32 accumulators (N, channels, ...)."""
+
+    def finish(self, acc: np.ndarray) -> np.ndarray:
+        """What follows the kernel: the requantisation (or bias-only int32 logits)."""
+        _, rq = self._require()
+        return rq.apply(acc, 1)
+
+    def run(self, xs):
+        return self.finish(self.accumulate(xs))
+
+    def _require(self) -> tuple[np.ndarray, Requant]:
+        if self.weight is None or self.rq is None:
+            raise IRError(f"{self.name}: the op has no weights (a structural graph cannot run).")
+        return self.weight, self.rq
+
+    def param_bits(self) -> int:
+        if self.weight is None:
+            return 0
+        return int(self.weight.size * self.qw + self.weight.shape[0] * (32 + (32 + 8 if self.out_bits else 0)))
+
+    def weight_bits(self) -> int:
+        return 0 if self.weight is None else int(self.weight.size * self.qw)
+
+    # shared C: constants of the requantisation and the step after the accumulator
+    def _rq_decls(self, ctx: "EmitContext") -> str:
+        _, rq = self._require()
+        s = ctx.sym
+        out = [ctx.array("int32_t", f"{s}_b", rq.bias)]
+        if self.out_bits:
+            out += [ctx.array("int32_t", f"{s}_m", rq.mult), ctx.array("uint8_t", f"{s}_s", rq.shift)]
+        return "\n".join(out)
+
+    def _rq_body(self, ctx: "EmitContext", count: int, channels: int, inner: int) -> str:
+        _, rq = self._require()
+        s = ctx.sym
+        if self.out_bits:
+            return (f"api->requant(acc, {ctx.dst}, {count}u, {channels}u, {inner}u, {s}_b, {s}_m, {s}_s, "
+                    f"{int(rq.relu)}, {self.out_bits});")
+        return f"for (uint32_t i = 0; i < {count}u; i++) {ctx.dst}[i] = acc[i] + {s}_b[i / {inner}u];"
+
+
+@dataclass(eq=False)
+class Conv2d(_MacOp):
+    """NCHW conv2d, square kernel, stride, zero padding, groups (DESIGN.md s3)."""
+
+    kind: ClassVar[str] = "conv"
+    out_channels: int = 1
+    ks: int = 3
+    stride: int = 1
+    pad: int = 0
+    groups: int = 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        if min(self.out_channels, self.ks, self.stride, self.groups) < 1 or self.pad < 0:
+            raise IRError(f"{self.name}: channels, kernel, stride and groups must be >= 1 and padding >= 0.")
+
+    def _dims(self, t: TensorType) -> tuple[int, int, int, int, int]:
+        if len(t.shape) != 3:
+            raise IRError(f"{self.name}: conv2d needs a (C, H, W) input, got {t.shape}.")
+        C, H, W = t.shape
+        if C % self.groups or self.out_channels % self.groups:
+            raise IRError(f"{self.name}: groups={self.groups} must divide C={C} and K={self.out_channels}.")
+        OH, OW = reference.conv_out_hw(H, W, self.ks, self.stride, self.pad)
+        if OH < 1 or OW < 1:
+            raise IRError(f"{self.name}: the {self.ks}x{self.ks} kernel does not fit the padded {H}x{W} input.")
+        return C, H, W, OH, OW
+
+    def infer(self, ins):
+        t = _one(ins, self)
+        _check_act(self, t, self.qa)
+        C, H, W, OH, OW = self._dims(t)
+        if self.weight is not None and self.weight.shape != (self.out_channels, C // self.groups, self.ks, self.ks):
+            raise IRError(f"{self.name}: weights {self.weight.shape} do not fit a {C}-channel input.")
+        if self.rq is not None and self.rq.channels != self.out_channels:
+            raise IRError(f"{self.name}: {self.rq.channels} requant channels for {self.out_channels} outputs.")
+        return TensorType((self.out_channels, OH, OW), self.out_bits)
+
+    def accumulate(self, xs):
+        w, _ = self._require()
+        return reference.conv2d(xs[0], w, self.stride, self.pad, self.groups)
+
+    def spec(self, ins, batch=1):
+        from harness.spec import KernelSpec
+
+        C, H, W = ins[0].shape
+        return KernelSpec("conv2d", (batch, C, H, W, self.out_channels, self.ks, self.stride, self.pad, self.groups),
+                          self.qa, self.qw)
+
+    def cost_terms(self, ins, out):
+        C, H, W = ins[0].shape
+        red = C // self.groups * self.ks * self.ks
+        return {"macs": out.numel * red, "elements_in": C * H * W, "elements_out": out.numel,
+                "weights": self.out_channels * red}
+
+    def scratch(self, ins, out):
+        C, H, W = ins[0].shape
+        L = C // self.groups * self.ks * self.ks
+        w2, w1x2 = reference.words_per_row(L, 2), 2 * reference.words_per_row(L, 1)
+        kbytes = ((L + 31) & ~31) + 4 * max(w2, w1x2)      # mico_conv_scratch
+        return Scratch(packed_words=C * reference.words_per_row(H * W, self.qa), acc_words=out.numel,
+                       kernel_bytes=kbytes)
+
+    def c_decls(self, ctx):
+        w, _ = self._require()
+        C, H, W = ctx.ins[0].shape
+        s = ctx.sym
+        packed = reference.pack(w.reshape(self.out_channels, -1), self.qw).reshape(-1)
+        return "\n".join([
+            ctx.array("uint32_t", f"{s}_w", packed),
+            self._rq_decls(ctx),
+            f"static const mico_conv_shape {s}_shape = {{ 1u, {C}u, {H}u, {W}u, {self.out_channels}u, "
+            f"{self.ks}u, {self.stride}u, {self.pad}u, {self.groups}u }};",
+        ])
+
+    def c_body(self, ctx):
+        C, H, W = ctx.ins[0].shape
+        _, OH, OW = ctx.out.shape
+        pw = reference.words_per_row(H * W, self.qa)
+        s = ctx.sym
+        return "\n".join([
+            f"for (uint32_t c = 0; c < {C}u; c++)",
+            f"    api->pack({ctx.src[0]} + c * {H * W}u, {H * W}u, {self.qa}, packed + c * {pw}u);",
+            f"api->conv2d(packed, {s}_w, acc, &{s}_shape, {self.qa}, {self.qw}, kscratch);",
+            self._rq_body(ctx, self.out_channels * OH * OW, self.out_channels, OH * OW),
+        ])
+
+
+@dataclass(eq=False)
+class Linear(_MacOp):
+    """Y[m] = sum_k x[k] * W[m, k] on a flat input (matmul with N = 1 per image)."""
+
+    kind: ClassVar[str] = "linear"
+    out_features: int = 1
+
+    def infer(self, ins):
+        t = _one(ins, self)
+        _check_act(self, t, self.qa)
+        if len(t.shape) != 1:
+            raise IRError(f"{self.name}: linear needs a flat input; insert a Flatten before it (got {t.shape}).")
+        if self.weight is not None and self.weight.shape != (self.out_features, t.shape[0]):
+            raise IRError(f"{self.name}: weights {self.weight.shape} do not fit {t.shape[0]} inputs.")
+        if self.rq is not None and self.rq.channels != self.out_features:
+            raise IRError(f"{self.name}: {self.rq.channels} requant channels for {self.out_features} outputs.")
+        return TensorType((self.out_features,), self.out_bits)
+
+    def accumulate(self, xs):
+        w, _ = self._require()
+        return reference.matmul(xs[0], w)
+
+    def spec(self, ins, batch=1):
+        from harness.spec import KernelSpec
+
+        return KernelSpec("matmul", (batch, self.out_features, ins[0].shape[0]), self.qa, self.qw)
+
+    def cost_terms(self, ins, out):
+        k = ins[0].shape[0]
+        return {"macs": self.out_features * k, "elements_in": k, "elements_out": self.out_features,
+                "weights": self.out_features * k}
+
+    def scratch(self, ins, out):
+        k = ins[0].shape[0]
+        return Scratch(packed_words=reference.words_per_row(k, self.qa), acc_words=self.out_features,
+                       kernel_bytes=(k + 31) & ~31)          # mico_matmul_scratch
+
+    def c_decls(self, ctx):
+        w, _ = self._require()
+        return "\n".join([ctx.array("uint32_t", f"{ctx.sym}_w", reference.pack(w, self.qw).reshape(-1)),
+                          self._rq_decls(ctx)])
+
+    def c_body(self, ctx):
+        k = ctx.ins[0].shape[0]
+        return "\n".join([
+            f"api->pack({ctx.src[0]}, {k}u, {self.qa}, packed);",
+            f"api->matmul(packed, {ctx.sym}_w, acc, 1u, {self.out_features}u, {k}u, {self.qa}, {self.qw}, kscratch);",
+            self._rq_body(ctx, self.out_features, self.out_features, 1),
+        ])
+
+
+# ---- data movement ------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class Pool(Op):
+    """Max or average pooling of codes (NCHW, square window, no padding).
+    Average rounds half up: floor((2*sum + cnt) / (2*cnt))."""
+
+    kind: ClassVar[str] = "pool"
+    name: str = ""
+    mode: str = "max"
+    ks: int = 2
+    stride: int = 2
+
+    def __post_init__(self):
+        if self.mode not in ("max", "avg"):
+            raise IRError(f"{self.name}: pooling mode {self.mode!r} is not 'max' or 'avg'.")
+        if self.ks < 1 or self.stride < 1:
+            raise IRError(f"{self.name}: pooling window and stride must be >= 1.")
+
+    def infer(self, ins):
+        t = _one(ins, self)
+        if len(t.shape) != 3 or t.bits == 0:
+            raise IRError(f"{self.name}: pooling needs (C, H, W) codes, got {t.shape} at {t.bits} bits.")
+        C, H, W = t.shape
+        if H < self.ks or W < self.ks:
+            raise IRError(f"{self.name}: the {self.ks}x{self.ks} window does not fit {H}x{W}.")
+        return TensorType((C, (H - self.ks) // self.stride + 1, (W - self.ks) // self.stride + 1), t.bits, t.signed)
+
+    def run(self, xs):
+        f = reference.maxpool if self.mode == "max" else reference.avgpool
+        return f(xs[0], self.ks, self.stride).astype(np.int64)
+
+    def c_body(self, ctx):
+        C, H, W = ctx.ins[0].shape
+        return (f"api->{self.mode}pool({ctx.src[0]}, {ctx.dst}, 1u, {C}u, {H}u, {W}u, "
+                f"{self.ks}u, {self.stride}u);")
+
+
+@dataclass(eq=False)
+class Flatten(Op):
+    """(C, H, W) -> (C*H*W,) in C order: a view, no code on the device."""
+
+    kind: ClassVar[str] = "flatten"
+    timed: ClassVar[bool] = False
+    view: ClassVar[bool] = True
+    name: str = ""
+
+    def infer(self, ins):
+        t = _one(ins, self)
+        return TensorType((t.numel,), t.bits, t.signed)
+
+    def run(self, xs):
+        return xs[0].reshape(xs[0].shape[0], -1)
+
+    def c_body(self, ctx):
+        return ""
+
+
+MAC_OPS = (Conv2d, Linear)
+__all__ = ["Op", "Scratch", "Conv2d", "Linear", "Pool", "Flatten", "MAC_OPS"]

@@ -1,0 +1,60 @@
+"""Random integer models as layer-IR graphs, for bit-exactness tests of every walker."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels import ir
+from kernels.reference import value_range
+
+BITS = (1, 2, 4, 8)
+
+
+def int_values(rng: np.random.Generator, b: int, shape) -> np.ndarray:
+    """Uniform int8 VALUES of a b-bit code (1 bit: -1/+1)."""
+    if b == 1:
+        return rng.choice(np.array([-1, 1], np.int8), size=shape)
+    lo, hi = value_range(b)
+    return rng.integers(lo, hi + 1, size=shape).astype(np.int8)
+
+
+def random_requant(rng: np.random.Generator, n: int, out_bits: int, red: int, relu: bool = True) -> ir.Requant:
+    """bias, mult, shift for n channels that keep requantised values spread over the range."""
+    bias = rng.integers(-4 * red, 4 * red + 1, n).astype(np.int32)
+    mult = rng.integers(1 << 30, (1 << 31) - 1, n).astype(np.int32)
+    if out_bits == 0:
+        return ir.Requant(bias, mult, np.full(n, 31, np.uint8), False, 0)
+    target = max(1, 1 << max(out_bits - 1, 0))
+    shift = 31 + max(0, int(np.log2(max(red * 16 / target, 1))))
+    return ir.Requant(bias, mult, np.full(n, min(shift, 62), np.uint8), relu and out_bits != 1, out_bits)
+
+
+def conv(rng, name, c_in, k, qa, qw, out_bits, ks=3, stride=1, pad=1, groups=1, relu=True) -> ir.Conv2d:
+    red = c_in // groups * ks * ks
+    return ir.Conv2d(name=name, qa=qa, qw=qw, out_bits=out_bits,
+                     weight=int_values(rng, qw, (k, c_in // groups, ks, ks)),
+                     rq=random_requant(rng, k, out_bits, red * 64, relu), out_channels=k, ks=ks, stride=stride,
+                     pad=pad, groups=groups)
+
+
+def linear(rng, name, k_in, m, qa, qw, out_bits, relu=True) -> ir.Linear:
+    return ir.Linear(name=name, qa=qa, qw=qw, out_bits=out_bits, weight=int_values(rng, qw, (m, k_in)),
+                     rq=random_requant(rng, m, out_bits, k_in * 64, relu), out_features=m)
+
+
+def random_graph(rng: np.random.Generator, pairs, pool: str = "max", groups: int = 1, stride: int = 1,
+                 pad: int = 1, hw: int = 9, c_in: int = 3) -> ir.Graph:
+    """conv(c_in->8) -> pool -> conv(8->8, grouped/strided, no ReLU) -> flatten -> linear(24) -> linear(10)."""
+    (a1, w1), (a2, w2), (a3, w3), (a4, w4) = pairs
+    g = ir.Graph(ir.TensorType((c_in, hw, hw), a1))
+    g.add(conv(rng, "c1", c_in, 8, a1, w1, a2, pad=pad))
+    g.add(ir.Pool(name="p1", mode=pool, ks=2, stride=2))
+    g.add(conv(rng, "c2", 8, 8, a2, w2, a3, stride=stride, pad=pad, groups=groups, relu=False))
+    g.add(ir.Flatten(name="flat"))
+    g.add(linear(rng, "f1", g.output.numel, 24, a3, w3, a4))
+    g.add(linear(rng, "f2", 24, 10, a4, w4, 0))
+    return g
+
+
+def random_inputs(rng: np.random.Generator, graph: ir.Graph, n: int) -> np.ndarray:
+    return int_values(rng, graph.input.bits, (n, *graph.input.shape))
