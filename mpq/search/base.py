@@ -1,10 +1,4 @@
-"""Mixed-precision search under a HARD latency budget.
-
-A *scheme* is one ``(qa, qw)`` pair per quant layer, bits from {1, 2, 4, 8}.
-Its latency comes from a latency function over the model's KernelSpecs (a
-fitted proxy); its accuracy from a quick PTQ (activation calibration on a few
-training batches, optionally a very short QAT) measured on a validation split
-held out from the TRAINING data -- never the test set.
+"""Search records, the latency budget and the Searcher base class.
 
 Infeasible schemes (predicted latency above the budget) are never evaluated
 and never enter a result: samplers resample and, failing that, *repair* a
@@ -14,28 +8,21 @@ Evaluated schemes are cached; every searcher is deterministic for a seed.
 
 from __future__ import annotations
 
-import copy
-from abc import ABC, abstractmethod
 import logging
 import math
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from harness.errors import UserError
+from kernels.reference import BITS
 
-from .evaluate import LatencyFn
-from .models import QuantModel, Scheme, normalize_scheme
-from .train import accuracy, qat, quantize
+from ..models import Scheme
 
 log = logging.getLogger(__name__)
-
-BITS = (1, 2, 4, 8)
-SEARCHERS = ("random", "evolution")
-
 
 # ---- records -------------------------------------------------------------------
 
@@ -126,78 +113,6 @@ def parse_budget(text: str | float, ref_latency: float, min_latency: float, unit
         raise UserError(f"latency budget {raw} ({value:.6g} {unit}) is below the smallest predicted latency "
                         f"{min_latency:.6g} {unit} (every layer at its fastest pair); raise --latency-budget.".replace("  ", " "))
     return Budget(raw, float(value), unit)
-
-
-# ---- latency and accuracy of a scheme ------------------------------------------------
-
-class SchemeLatency:
-    """Predicted latency of a scheme for a model (cached): ``(per_layer, total)``.
-    Each scheme is lowered to the layer IR, so every op the model's graph has is
-    priced exactly as the deployed model will run it."""
-
-    def __init__(self, model: QuantModel, latency_fn: LatencyFn, batch: int = 1):
-        self.model = model
-        self.batch = batch
-        self.latency_fn = latency_fn
-        self.n_layers = len(model.layer_names)
-        self._cache: dict[Scheme, tuple[np.ndarray, float]] = {}
-
-    def specs(self, scheme: Scheme):
-        return self.model.lower(scheme).specs(self.batch)
-
-    def __call__(self, scheme: Sequence[Sequence[int]]) -> tuple[np.ndarray, float]:
-        key = normalize_scheme(scheme, self.n_layers)
-        hit = self._cache.get(key)
-        if hit is None:
-            per, total = self.latency_fn(self.specs(key))
-            hit = (np.asarray(per, dtype=np.float64), float(total))
-            self._cache[key] = hit
-        return hit
-
-    def uniform(self, qa: int, qw: int) -> float:
-        return self(((qa, qw),) * self.n_layers)[1]
-
-    def fastest(self) -> tuple[Scheme, float]:
-        """The scheme with the lowest predicted latency: each layer at its
-        fastest pair (the model is a sum over layers).  Not always all-1x1."""
-        pairs = [(a, w) for a in (1, 2, 4, 8) for w in (1, 2, 4, 8)]
-        per = {p: self(((p),) * self.n_layers)[0] for p in pairs}
-        best = tuple(min(pairs, key=lambda p: (per[p][i], p)) for i in range(self.n_layers))
-        return best, self(best)[1]
-
-
-class PTQEvaluator:
-    """Accuracy of a scheme: a BN-folded copy of the float model is quantised,
-    calibrated on ``calib_batches`` training batches, optionally fine-tuned for
-    ``qat_steps`` steps, and scored on the validation split.  Cached."""
-
-    def __init__(self, float_model: QuantModel, x_train: torch.Tensor, y_train: torch.Tensor,
-                 x_val: torch.Tensor, y_val: torch.Tensor, calib_batches: int = 4, calib_batch_size: int = 128,
-                 qat_steps: int = 0, qat_lr: float = 1e-3, qat_batch_size: int = 64, seed: int = 0):
-        from .fold import fold_model
-
-        self.base = copy.deepcopy(float_model).eval()
-        fold_model(self.base)
-        self.x_train, self.y_train = x_train, y_train
-        self.x_val, self.y_val = x_val, y_val
-        self.calib_batches, self.calib_batch_size = calib_batches, calib_batch_size
-        self.qat_steps, self.qat_lr, self.qat_batch_size = qat_steps, qat_lr, qat_batch_size
-        self.seed = seed
-        self.cache: dict[Scheme, float] = {}
-
-    def model_for(self, scheme: Sequence[Sequence[int]]) -> QuantModel:
-        torch.manual_seed(self.seed)
-        m = quantize(self.base, scheme, self.x_train, self.calib_batches, self.calib_batch_size, self.seed)
-        if self.qat_steps > 0:
-            qat(m, self.x_train, self.y_train, epochs=None, steps=self.qat_steps, lr=self.qat_lr,
-                batch_size=self.qat_batch_size, seed=self.seed)
-        return m
-
-    def __call__(self, scheme: Sequence[Sequence[int]]) -> float:
-        key = tuple((int(a), int(w)) for a, w in scheme)
-        if key not in self.cache:
-            self.cache[key] = accuracy(self.model_for(key), self.x_val, self.y_val)
-        return self.cache[key]
 
 
 # ---- searchers ----------------------------------------------------------------------
@@ -331,119 +246,3 @@ class Searcher(ABC):
     @abstractmethod
     def _run(self) -> None:
         """Evaluate candidates until the evaluation budget is spent."""
-
-
-class RandomSearcher(Searcher):
-    """Uniform random schemes that satisfy the budget (resample / repair)."""
-
-    name = "random"
-
-    def _run(self) -> None:
-        while self.remaining > 0:
-            s = self.random_feasible()
-            if s is None:
-                log.info("random search: no new feasible scheme found; stopping after %d", len(self.order))
-                break
-            self.evaluate(s)
-
-
-class EvolutionSearcher(Searcher):
-    """Steady-state evolution: a population of the best ``population``
-    candidates (elitism), parents by tournament, uniform per-layer crossover,
-    mutation of one layer's bits, repair to the budget, no re-evaluations.
-    The initial population holds the feasible uniform schemes 8x8, 4x8, 4x4,
-    2x4, 2x2 (highest precision first) topped up with random feasible ones."""
-
-    name = "evolution"
-    SEEDS = ((8, 8), (4, 8), (4, 4), (2, 4), (2, 2))
-
-    def __init__(self, *args, population: int = 10, tournament: int = 3, p_crossover: float = 0.6, **kw):
-        super().__init__(*args, **kw)
-        self.population = max(2, int(population))
-        self.tournament = max(1, int(tournament))
-        self.p_crossover = float(p_crossover)
-
-    def _tournament(self, pop: list[Candidate]) -> Candidate:
-        idx = self.rng.choice(len(pop), size=min(self.tournament, len(pop)), replace=False)
-        return min((pop[i] for i in idx), key=_rank_key)
-
-    def _mutate(self, s: Scheme) -> Scheme:
-        out = [list(p) for p in s]
-        li = int(self.rng.integers(self.n_layers))
-        which = int(self.rng.integers(3))     # 0: qa, 1: qw, 2: both
-        for j in ((0,), (1,), (0, 1))[which]:
-            choices = [b for b in self.bits if b != out[li][j]]
-            out[li][j] = choices[int(self.rng.integers(len(choices)))]
-        return tuple(tuple(p) for p in out)
-
-    def _crossover(self, a: Scheme, b: Scheme) -> Scheme:
-        mask = self.rng.random(self.n_layers) < 0.5
-        return tuple(a[i] if mask[i] else b[i] for i in range(self.n_layers))
-
-    def _child(self, pop: list[Candidate]) -> Scheme | None:
-        for _ in range(50):
-            p1 = self._tournament(pop)
-            if len(pop) > 1 and self.rng.random() < self.p_crossover:
-                child = self._crossover(p1.bits, self._tournament(pop).bits)
-                if child in self.evaluated:
-                    child = self._mutate(child)
-            else:
-                child = self._mutate(p1.bits)
-            if not self.feasible(child):
-                child = self.repair(child)
-            if child is not None and child not in self.evaluated:
-                return child
-        return self.random_feasible()
-
-    def _run(self) -> None:
-        pop: list[Candidate] = []
-        for qa, qw in self.SEEDS:
-            if len(pop) >= self.population or self.remaining <= 0:
-                break
-            s = ((qa, qw),) * self.n_layers
-            if s not in self.evaluated and self.feasible(s):
-                pop.append(self.evaluate(s))
-        while len(pop) < self.population and self.remaining > 0:
-            s = self.random_feasible()
-            if s is None:
-                break
-            pop.append(self.evaluate(s))
-        while self.remaining > 0 and pop:
-            s = self._child(pop)
-            if s is None:
-                log.info("evolution: no new feasible scheme found; stopping after %d", len(self.order))
-                break
-            pop.append(self.evaluate(s))
-            pop = sorted(pop, key=_rank_key)[:self.population]
-
-
-def make_searcher(kind: str, *args, **kw) -> Searcher:
-    if kind == "random":
-        kw.pop("population", None)
-        return RandomSearcher(*args, **kw)
-    if kind == "evolution":
-        return EvolutionSearcher(*args, **kw)
-    raise UserError(f"unknown searcher {kind!r}; use one of {', '.join(SEARCHERS)}.")
-
-
-def model_budget(model: QuantModel, latency_fn: LatencyFn, budget_text: str | float, batch: int = 1,
-                 unit: str = "") -> Budget:
-    """Parse a budget against the model's all-8x8 and fastest predicted latencies
-    (only the layer shapes matter: an untrained model will do)."""
-    lat = SchemeLatency(model, latency_fn, batch)
-    return parse_budget(budget_text, lat.uniform(8, 8), lat.fastest()[1], unit)
-
-
-def run_search(model: QuantModel, accuracy_fn: AccuracyFn, latency_fn: LatencyFn, budget_text: str | float | Budget,
-               searcher: str = "evolution", n_evals: int = 40, seed: int = 0, batch: int = 1,
-               unit: str = "", progress: bool = False, **kw) -> tuple[SearchResult, Budget]:
-    """Parse the budget (unless already a :class:`Budget`) against the model's
-    all-8x8 and fastest latencies and run a searcher."""
-    lat = SchemeLatency(model, latency_fn, batch)
-    budget = budget_text if isinstance(budget_text, Budget) else \
-        parse_budget(budget_text, lat.uniform(8, 8), lat.fastest()[1], unit)
-    if searcher not in SEARCHERS:
-        raise UserError(f"unknown searcher {searcher!r}; use one of {', '.join(SEARCHERS)}.")
-    s = make_searcher(searcher, lat.n_layers, accuracy_fn, lat, budget.value, n_evals=n_evals, seed=seed,
-                      progress=progress, **kw)
-    return s.search(), budget

@@ -1,4 +1,4 @@
-"""Quantisable models and their registry.
+"""The model base class and its plan steps.
 
 Every model is a :class:`QuantModel`: an ordered ``plan`` of steps --
 ``Layer`` (a :class:`~mpq.quant.QConv2d` / :class:`~mpq.quant.QLinear`, an
@@ -35,8 +35,6 @@ from harness.errors import UserError
 from harness.spec import KernelSpec
 from kernels import ir
 from kernels.reference import BITS
-
-from .quant import QConv2d, QLinear, enable_fake_quant
 
 Scheme = tuple[tuple[int, int], ...]
 
@@ -196,59 +194,3 @@ def normalize_scheme(scheme: Sequence[Sequence[int]], n_layers: int) -> Scheme:
         if a not in BITS or w not in BITS:
             raise UserError(f"bit-width pair ({a},{w}) is not supported; use bits from 1, 2, 4, 8.")
     return out
-
-
-def _conv(cin, cout, qa=8, qw=8):
-    return QConv2d(cin, cout, 3, stride=1, padding=1, qa=qa, qw=qw)
-
-
-class LeNet(QuantModel):
-    """LeNet-style CNN: conv3x3(C->16)+BN+ReLU, maxpool2, conv3x3(16->32)+BN+ReLU,
-    maxpool2, flatten, linear(32*(H/4)*(W/4) -> 64)+ReLU, linear(64 -> 10)."""
-
-    arch = "lenet"
-
-    def __init__(self, in_ch: int = 1, hw: int = 8, num_classes: int = 10):
-        super().__init__()
-        self.input_shape = (in_ch, hw, hw)
-        self.num_classes = num_classes
-        self.conv1 = _conv(in_ch, 16)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.conv2 = _conv(16, 32)
-        self.bn2 = nn.BatchNorm2d(32)
-        r = hw // 4
-        self.fc1 = QLinear(32 * r * r, 64)
-        self.fc2 = QLinear(64, num_classes, per_channel=False)
-        self.plan = [Layer("conv1", "bn1"), PoolStep("max", 2, 2), Layer("conv2", "bn2"), PoolStep("max", 2, 2),
-                     FlattenStep(), Layer("fc1"), Layer("fc2")]
-
-
-class MLP(QuantModel):
-    """MLP: flatten, linear(C*H*W -> 128)+ReLU, linear(128 -> 64)+ReLU, linear(64 -> 10)."""
-
-    arch = "mlp"
-
-    def __init__(self, in_ch: int = 1, hw: int = 8, num_classes: int = 10):
-        super().__init__()
-        self.input_shape = (in_ch, hw, hw)
-        self.num_classes = num_classes
-        self.fc1 = QLinear(in_ch * hw * hw, 128)
-        self.fc2 = QLinear(128, 64)
-        self.fc3 = QLinear(64, num_classes, per_channel=False)
-        self.plan = [FlattenStep(), Layer("fc1"), Layer("fc2"), Layer("fc3")]
-
-
-MODELS = {"lenet": LeNet, "mlp": MLP}
-DATASET_HW = {"digits": 8, "mnist": 28, "fashionmnist": 28}
-
-
-def get_model(name: str, dataset: str = "digits") -> QuantModel:
-    """A fresh float model (fake quant off, 8x8 bits) for ``dataset``'s input size.
-    'lenet' on 28x28 is the LeNet variant with a 32*7*7 -> 64 classifier."""
-    if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; use one of {', '.join(sorted(MODELS))}.")
-    if dataset not in DATASET_HW:
-        raise UserError(f"unknown dataset {dataset!r}; use one of {', '.join(DATASET_HW)}.")
-    model = MODELS[name](1, DATASET_HW[dataset], 10)
-    enable_fake_quant(model, False)
-    return model

@@ -1,15 +1,10 @@
-"""Datasets: sklearn's 8x8 digits (bundled, no download) and MNIST /
-Fashion-MNIST read from local IDX files (``--data-dir``; plain or ``.gz``).
-
-Images are float32 in [0, 1], shape (N, 1, H, W); labels int64.
-"""
+"""MNIST / Fashion-MNIST from local IDX files (plain or .gz), never downloaded."""
 
 from __future__ import annotations
 
 import gzip
 import logging
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +12,9 @@ import torch
 
 from harness.errors import UserError
 
-log = logging.getLogger(__name__)
+from .base import Dataset
 
-DATASETS = ("digits", "mnist", "fashionmnist")
-DIGITS_TEST = 360          # 1797 samples -> 1437 train / 360 test
-DIGITS_SPLIT_SEED = 0      # fixed: the test set never depends on --seed
+log = logging.getLogger(__name__)
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -34,33 +27,6 @@ _SUBDIRS = {
     "fashionmnist": ("", "FashionMNIST/raw", "fashionmnist", "fashion-mnist", "fashion_mnist", "FashionMNIST"),
 }
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-@dataclass
-class Dataset:
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])
-
-    def split_validation(self, frac: float = 0.2, seed: int = 0, max_val: int | None = None):
-        """Stratified hold-out of the TRAIN split: (x_tr, y_tr, x_val, y_val).
-        The test split is never touched."""
-        from sklearn.model_selection import train_test_split
-
-        n = len(self.y_train)
-        n_val = max(int(round(frac * n)), 10)
-        if max_val is not None:
-            n_val = min(n_val, int(max_val))
-        idx = np.arange(n)
-        tr, va = train_test_split(idx, test_size=n_val, stratify=self.y_train.numpy(), random_state=seed)
-        tr, va = np.sort(tr), np.sort(va)
-        return self.x_train[tr], self.y_train[tr], self.x_train[va], self.y_train[va]
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -133,27 +99,3 @@ def _load_idx_dataset(name: str, data_dir: str | Path | None) -> Dataset:
         return torch.from_numpy(a.astype(np.int64))
 
     return Dataset(name, img(xtr), lab(ytr), img(xte), lab(yte))
-
-
-def load_digits_dataset() -> Dataset:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
-    y = d.target.astype(np.int64)
-    idx = np.arange(len(y))
-    tr, te = train_test_split(idx, test_size=DIGITS_TEST, stratify=y, random_state=DIGITS_SPLIT_SEED)
-    tr, te = np.sort(tr), np.sort(te)
-    t = torch.from_numpy
-    return Dataset("digits", t(x[tr]).contiguous(), t(y[tr]), t(x[te]).contiguous(), t(y[te]))
-
-
-def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
-    """'digits' (sklearn, bundled) or 'mnist' / 'fashionmnist' (IDX files under data_dir)."""
-    name = name.lower().replace("-", "").replace("_", "")
-    if name == "digits":
-        return load_digits_dataset()
-    if name in ("mnist", "fashionmnist"):
-        return _load_idx_dataset(name, data_dir)
-    raise UserError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}.")

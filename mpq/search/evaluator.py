@@ -1,0 +1,45 @@
+"""Accuracy of a scheme on the validation split (held out from TRAIN, never the test set)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+
+from ..models import QuantModel, Scheme
+from ..train import accuracy, qat, quantize
+
+
+class PTQEvaluator:
+    """Accuracy of a scheme: a BN-folded copy of the float model is quantised,
+    calibrated on ``calib_batches`` training batches, optionally fine-tuned for
+    ``qat_steps`` steps, and scored on the validation split.  Cached."""
+
+    def __init__(self, float_model: QuantModel, x_train: torch.Tensor, y_train: torch.Tensor,
+                 x_val: torch.Tensor, y_val: torch.Tensor, calib_batches: int = 4, calib_batch_size: int = 128,
+                 qat_steps: int = 0, qat_lr: float = 1e-3, qat_batch_size: int = 64, seed: int = 0):
+        from ..fold import fold_model
+
+        self.base = copy.deepcopy(float_model).eval()
+        fold_model(self.base)
+        self.x_train, self.y_train = x_train, y_train
+        self.x_val, self.y_val = x_val, y_val
+        self.calib_batches, self.calib_batch_size = calib_batches, calib_batch_size
+        self.qat_steps, self.qat_lr, self.qat_batch_size = qat_steps, qat_lr, qat_batch_size
+        self.seed = seed
+        self.cache: dict[Scheme, float] = {}
+
+    def model_for(self, scheme: Sequence[Sequence[int]]) -> QuantModel:
+        torch.manual_seed(self.seed)
+        m = quantize(self.base, scheme, self.x_train, self.calib_batches, self.calib_batch_size, self.seed)
+        if self.qat_steps > 0:
+            qat(m, self.x_train, self.y_train, epochs=None, steps=self.qat_steps, lr=self.qat_lr,
+                batch_size=self.qat_batch_size, seed=self.seed)
+        return m
+
+    def __call__(self, scheme: Sequence[Sequence[int]]) -> float:
+        key = tuple((int(a), int(w)) for a, w in scheme)
+        if key not in self.cache:
+            self.cache[key] = accuracy(self.model_for(key), self.x_val, self.y_val)
+        return self.cache[key]
