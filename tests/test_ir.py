@@ -36,7 +36,7 @@ def test_run_is_the_reference_semantics():
     g = random_graph(rng, [(8, 4), (4, 2), (2, 1), (1, 8)], pool="avg")
     xs = random_inputs(rng, g, 3)
     y, trace = g.run(xs, trace=True)
-    c1, p1 = g.nodes[0].op, g.nodes[1].op
+    c1 = g.nodes[0].op
     acc = reference.conv2d(xs, c1.weight, 1, 1, 1)
     want = reference.requant(acc, c1.rq.bias, c1.rq.mult, c1.rq.shift, c1.rq.relu, 4)
     np.testing.assert_array_equal(trace[0], want)

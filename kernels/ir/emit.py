@@ -45,6 +45,6 @@ class EmitContext:
             items = [f"{int(v)}{suffix}" for v in np.asarray(vals).astype(dt)]
         if ctype == "int32_t":
             # INT32_MIN has no literal of type int32_t in C
-            items = [f"(-2147483647 - 1)" if v == "-2147483648" else v for v in items]
+            items = ["(-2147483647 - 1)" if v == "-2147483648" else v for v in items]
         body = ",\n".join("    " + ", ".join(items[i:i + 8]) for i in range(0, len(items), 8))
         return f"static const {ctype} {name}[{max(len(items), 1)}] = {{\n{body or '    0'}\n}};"
