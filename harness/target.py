@@ -42,7 +42,7 @@ def fingerprint_of(parts: dict) -> str:
 
 @dataclass
 class ModelToolchain:
-    """How to compile a generated model blob for this target (used by mpq/codegen)."""
+    """How to compile a generated model blob for this target (used by kernels/ir/codegen.py)."""
 
     cc: list[str]
     cflags: list[str]

@@ -19,8 +19,8 @@ import numpy as np
 from harness import registry
 from harness.errors import MeasureError, UserError
 from kernels import ir
+from kernels.ir import codegen
 
-from . import codegen
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import pytest
 from harness.errors import BuildError
 from helpers.models import random_graph as random_model
 from helpers.models import random_inputs
-from mpq import codegen
+from kernels.ir import codegen
 
 BITS = (1, 2, 4, 8)
 

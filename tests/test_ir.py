@@ -110,7 +110,7 @@ def host_session():
 
 
 def test_a_new_op_goes_through_codegen_and_deploy_on_host(host_session):
-    from mpq import codegen
+    from kernels.ir import codegen
     from mpq.deploy import run_on_device
 
     t, s = host_session

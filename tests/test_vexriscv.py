@@ -102,7 +102,7 @@ def test_simd_unit_beats_scalar(sessions):
 @pytest.mark.parametrize("name", ["vexriscv-full", "vexriscv-mico"])
 def test_generated_model_bit_exact(sessions, name):
     from helpers.models import random_graph, random_inputs
-    from mpq import codegen
+    from kernels.ir import codegen
 
     t, _, s = sessions(name)
     for i, pairs in enumerate(([(8, 8)] * 4, [(8, 4), (2, 2), (4, 1), (1, 8)], [(1, 1), (2, 4), (4, 8), (8, 2)])):

@@ -1,6 +1,6 @@
 """What an op sees while it writes its C: names of its buffers and a constant-array writer.
 
-The code generator (mpq/codegen.py) lays the buffers out and hands each op an
+The code generator (kernels/ir/codegen.py) lays the buffers out and hands each op an
 :class:`EmitContext`; the op returns declarations (its constants) and the
 statements of its step.  Available in every step: ``api`` (the firmware's
 kernel table), ``packed`` (uint32 scratch), ``acc`` (int32 scratch),

@@ -1,5 +1,9 @@
 """C code generation: a layer-IR graph -> C source -> a loadable model image.
 
+It lives with the IR, below mpq/, because the measurement core builds model
+images too: a layer-mode measurement runs a one-layer image exactly as a
+deployed model runs that layer (harness never imports mpq/).
+
 The generated C (Jinja2 template ``templates/model.c.j2``) holds the packed
 weights, the integer requantisation parameters and a straight-line sequence
 of calls into the kernel library through the firmware's ``mico_api`` table;
@@ -21,7 +25,8 @@ import jinja2
 from harness.errors import BuildError, ToolchainMissing
 from harness.target import ModelToolchain
 from kernels import toolchain as tc
-from kernels.ir import INPUT, EmitContext, Graph, c_ident
+from .emit import EmitContext, c_ident
+from .graph import INPUT, Graph
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 BLOB_CFLAGS = ["-ffreestanding", "-fno-builtin", "-fPIE", "-fno-jump-tables", "-fno-stack-protector",
