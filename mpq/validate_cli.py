@@ -1,0 +1,69 @@
+"""`mico validate`: predicted vs measured whole-model latency over many deployed schemes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from harness.cli import emit
+from harness.errors import MeasureError, UserError
+
+
+@click.command("validate")
+@click.option("--model", "model_name", default="lenet", show_default=True, help="Network to deploy.")
+@click.option("--dataset", default="digits", show_default=True, help="Input size and calibration data.")
+@click.option("--data-dir", type=click.Path(), default=None, help="Folder with the dataset's files (if not bundled).")
+@click.option("--target", "target_name", required=True)
+@click.option("--proxy", "proxy_path", type=click.Path(dir_okay=False), default=None,
+              help="Latency proxy fitted on this target (without it: measurements only).")
+@click.option("--schemes", "n_schemes", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Random schemes to deploy besides all-lowest and all-8x8.")
+@click.option("--images", "n_images", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Inputs run per scheme (each checked bit-exact).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--param", "params", multiple=True, help="Target parameter KEY=VALUE (repeatable).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the validation JSON here.")
+@click.option("--no-progress", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def validate(model_name, dataset, data_dir, target_name, proxy_path, n_schemes, n_images, seed, params, output,
+             no_progress, as_json):
+    """Deploy random schemes plus all-lowest and all-8x8 and compare predicted with
+    measured whole-model latency (MAPE, max |error|, Spearman rho), beside MiCo's
+    two-point calibration.  Exits 1 if any run is not bit-exact."""
+    from harness import registry
+    from harness.commands import _params
+
+    from .datasets import load_dataset
+    from .models import get_model
+    from .validate import summary_text
+    from .validate import validate as run_validate
+
+    latency_fn = None
+    if proxy_path:
+        from .cli import load_latency
+
+        latency_fn, _, _ = load_latency(proxy_path)
+    target = registry.get(target_name, **_params(params))
+    ok, why = target.available()
+    if not ok:
+        raise UserError(f"target {target_name} is not available: {why}")
+    build = target.build()
+    ds = load_dataset(dataset, data_dir)
+    model = get_model(model_name, dataset)
+    try:
+        session = target.open(build)
+    except MeasureError as e:
+        raise UserError(f"target {target_name} did not boot: {e}") from None
+    try:
+        v = run_validate(model, model_name, ds, session, target, latency_fn, n_schemes, seed, n_images,
+                         proxy_path, progress=not no_progress and not as_json)
+    finally:
+        session.close()
+    doc = v.to_dict()
+    if output:
+        Path(output).write_text(json.dumps(doc, indent=1) + "\n")
+    emit(doc, as_json, summary_text(v) + (f"\nwrote {output}" if output else ""))
+    if not doc["summary"]["bit_exact"]:
+        raise SystemExit(1)
