@@ -128,3 +128,37 @@ def test_a_new_op_goes_through_codegen_and_deploy_on_host(host_session):
     run = run_on_device(s, g, xs, image)
     np.testing.assert_array_equal(run.outputs, ref)
     assert run.times.shape == (5, 3) and (run.times[:, 1] > 0).all()   # conv, clamp, fc timed; flatten free
+
+
+# ---- one layer as a model runs it (layer-mode measurements) ------------------------------------
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_layer_graph_runs_bit_exact_on_host(host_session, warm):
+    from kernels.ir import codegen
+    from kernels.ir.layer import layer_graph, layer_inputs
+    from mpq.deploy import run_on_device
+
+    t, s = host_session
+    for op, it in ((ir.Conv2d(name="c", qa=2, qw=4, out_bits=1, out_channels=5, ks=3, stride=2, pad=1),
+                    ir.TensorType((3, 7, 7), 2)),
+                   (ir.Linear(name="f", qa=8, qw=1, out_bits=0, out_features=10), ir.TensorType((37,), 8)),
+                   (ir.Pool(name="p", mode="avg", ks=3, stride=2), ir.TensorType((4, 9, 9), 4))):
+        g = layer_graph(op, it, seed=5, evict_bytes=4096, warm=warm)
+        assert [n.name for n in g.timed_nodes][-1] == op.name and g.complete
+        gen = codegen.generate(g, code_output=True)
+        x = layer_inputs(it, 5, 2)
+        run = run_on_device(s, g, x, codegen.compile_image(gen, t.model_toolchain()))
+        np.testing.assert_array_equal(run.outputs, g.run(x).reshape(2, -1))
+        assert (run.times[:, -1] > 0).all()
+
+
+def test_randomized_layers_spread_over_the_output_range():
+    rng = np.random.default_rng(0)
+    op = ir.Conv2d(name="c", qa=8, qw=8, out_bits=4, out_channels=16, ks=3, pad=1)
+    it = ir.TensorType((8, 6, 6), 8)
+    r = op.randomized(rng, [it])
+    assert r.complete and r.weight.shape == (16, 8, 3, 3) and op.weight is None
+    from kernels.ir.layer import layer_inputs
+
+    y = r.run([layer_inputs(it, 1, 4).astype(np.int64)])
+    assert len(np.unique(y)) >= 6          # not all saturated or all zero

@@ -89,7 +89,7 @@ def plan_buffers(graph: Graph) -> tuple[dict[int, str], int]:
     for n in graph.nodes:
         if n.op.view:
             expr[n.index] = expr[n.inputs[0]]
-        elif n.index == final_root:
+        elif n.index == final_root and n.type.bits == 0:
             expr[n.index] = "output"
         else:
             off = arena.alloc(n.index, n.type.nbytes)
@@ -100,13 +100,17 @@ def plan_buffers(graph: Graph) -> tuple[dict[int, str], int]:
     return expr, arena.peak
 
 
-def generate(graph: Graph, meta: dict | None = None) -> Generated:
-    """Lay out buffers and render the model's C source from a complete IR graph."""
+def generate(graph: Graph, meta: dict | None = None, code_output: bool = False) -> Generated:
+    """Lay out buffers and render the model's C source from a complete IR graph.
+
+    A model ends in int32 logits; with ``code_output`` (one-layer measurement
+    images) the last node may write codes, which an untimed copy widens into
+    the int32 output so the device returns them for the bit-exact check."""
     if not graph.nodes:
         raise BuildError("the model has no layers to generate code for.")
     if not graph.complete:
         raise BuildError("the model graph lacks weights or requantisation parameters (a structural graph).")
-    if graph.output.bits != 0:
+    if graph.output.bits != 0 and not code_output:
         raise BuildError("the model's last layer must produce int32 logits (out_bits=0).")
     if graph.input.bits == 0:
         raise BuildError("the model input must be codes, not int32 values.")
@@ -132,7 +136,11 @@ def generate(graph: Graph, meta: dict | None = None) -> Generated:
             timed.append({"name": n.name, "kind": n.op.kind, "spec": graph.spec(n), "timer": timer,
                           "node": n.index})
         steps.append({"index": n.index, "name": n.name, "kind": n.op.kind, "bits": n.op.bits,
-                      "decls": n.op.c_decls(ctx), "body": n.op.c_body(ctx) if n.op.timed else "", "timer": timer})
+                      "decls": n.op.c_decls(ctx), "body": "" if n.op.view else n.op.c_body(ctx), "timer": timer})
+    if graph.output.bits != 0:
+        last = len(graph.nodes) - 1
+        steps.append({"index": last + 1, "name": "output", "kind": "widen", "bits": None, "decls": "", "timer": None,
+                      "body": f"for (uint32_t i = 0; i < {graph.output.numel}u; i++) output[i] = {expr[last]}[i];"})
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)
     meta.setdefault("model", "?")

@@ -77,6 +77,11 @@ class Op(ABC):
         """Bits of constants the device stores for this op."""
         return 0
 
+    def randomized(self, rng: np.random.Generator, ins: Sequence[TensorType]) -> "Op":
+        """A complete copy with seeded random parameters (for measuring the op alone:
+        latency does not depend on trained values).  Ops without parameters return self."""
+        return self
+
     # ---- code generation ---------------------------------------------------------------
     def scratch(self, ins: Sequence[TensorType], out: TensorType) -> Scratch:
         return Scratch()
@@ -158,6 +163,27 @@ class _MacOp(Op):
     def weight_bits(self) -> int:
         return 0 if self.weight is None else int(self.weight.size * self.qw)
 
+    def _weight_shape(self, ins: Sequence[TensorType]) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def randomized(self, rng, ins):
+        """Uniform random weight codes and a requantiser whose outputs spread over the output range."""
+        import dataclasses
+
+        shape = self._weight_shape(ins)
+        lo, hi = reference.value_range(self.qw)
+        if self.qw == 1:
+            w = np.where(rng.integers(0, 2, size=shape) == 1, 1, -1)
+        else:
+            w = rng.integers(lo, hi + 1, size=shape)
+        n, red = shape[0], int(np.prod(shape[1:]))
+        bias = rng.integers(-4 * red, 4 * red + 1, n)
+        amax = red * max(abs(v) for v in reference.value_range(self.qa)) * max(abs(lo), abs(hi))
+        top = 1 << max(self.out_bits - 1, 0)
+        real = np.full(n, top / max(amax ** 0.5 * 4, 1.0))     # typical |acc| ~ sqrt(red) * ranges
+        rq = Requant.from_scale(bias, real, relu=self.out_bits > 1, out_bits=self.out_bits)
+        return dataclasses.replace(self, weight=w.astype(np.int8), rq=rq)
+
     # shared C: constants of the requantisation and the step after the accumulator
     def _rq_decls(self, ctx: "EmitContext") -> str:
         _, rq = self._require()
@@ -202,6 +228,9 @@ class Conv2d(_MacOp):
         if OH < 1 or OW < 1:
             raise IRError(f"{self.name}: the {self.ks}x{self.ks} kernel does not fit the padded {H}x{W} input.")
         return C, H, W, OH, OW
+
+    def _weight_shape(self, ins):
+        return (self.out_channels, ins[0].shape[0] // self.groups, self.ks, self.ks)
 
     def infer(self, ins):
         t = _one(ins, self)
@@ -269,6 +298,9 @@ class Linear(_MacOp):
 
     kind: ClassVar[str] = "linear"
     out_features: int = 1
+
+    def _weight_shape(self, ins):
+        return (self.out_features, ins[0].shape[0])
 
     def infer(self, ins):
         t = _one(ins, self)
