@@ -332,6 +332,7 @@ def test_speech_commands_without_noise_folder_gives_zero_silence(tmp_path):
     ("corrupted", r"yes/.*\.wav is not a valid WAV file \(File format b'JUNK' not understood\)"),
     ("adpcm", r"not a valid WAV file \(Unknown wave file format: RHETOREX_ADPCM\)"),
     ("garbage", r"yes/.*\.wav is not a valid WAV file"),
+    ("nodata", r"not a valid WAV file \(malformed header or no data chunk\)"),
     ("rate", r"sampled at 8000 Hz; Speech Commands clips must be 16000 Hz"),
     ("stereo", r"has 2 channels"),
     ("8bit", r"holds uint8 samples"),
@@ -349,6 +350,8 @@ def test_speech_commands_errors(tmp_path, case, pat):
         wav.write_bytes(b"JUNK" + good[4:])
     elif case == "adpcm":                                               # a big-endian header misread
         wav.write_bytes(b"RIFX" + good[4:])
+    elif case == "nodata":
+        wav.write_bytes(good.replace(b"data", b"junk", 1))
     elif case == "garbage":
         wav.write_bytes(b"RIFF\x00")
     elif case == "rate":

@@ -82,8 +82,11 @@ def read_wav(path: Path) -> np.ndarray:
             rate, data = wavfile.read(path)
         except FileNotFoundError:
             raise UserError(f"{path} does not exist.") from None
-        except (ValueError, struct.error, EOFError, IndexError, OSError) as e:
-            why = str(e).splitlines()[0].split(". ")[0].rstrip(". ") if str(e) else type(e).__name__
+        except Exception as e:  # noqa: BLE001 - scipy raises assorted types on bad headers
+            # (ValueError, struct.error, even UnboundLocalError when there is no data chunk)
+            why = str(e).splitlines()[0].split(". ")[0].rstrip(". ") if str(e) else ""
+            if not isinstance(e, (ValueError, struct.error, EOFError)) or not why:
+                why = "malformed header or no data chunk"       # scipy's own message is an internal one
             raise UserError(f"{path} is not a valid WAV file ({why}).") from None
     if any("EOF" in str(w.message) for w in caught):
         raise UserError(f"{path} is a truncated WAV file (its data ends before the size its header gives).")
