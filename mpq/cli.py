@@ -14,14 +14,14 @@ import torch
 
 from harness.errors import UserError
 
-from .datasets import DATASETS, load_dataset
+from .datasets import DATASETS, dataset_info, load_dataset
 from .evaluate import (cbops_latency, integer_accuracy, latency_fn_from_proxy,
                        latency_unit, size_bits, total_bops)
 from .integer import build_integer_model
 from .models import MODELS, QuantModel, get_model
 from .scheme import save_scheme
 from .search import SEARCHERS, PTQEvaluator, model_budget, run_search
-from .train import DEFAULT_EPOCHS, accuracy, qat, quantize, set_seed, train_float
+from .train import accuracy, qat, quantize, set_seed, train_float
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ def _fmt_bits(bits) -> str:
 @click.option("--model", "model_name", type=click.Choice(sorted(MODELS)), default="lenet", show_default=True,
               help="Network to quantise.")
 @click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
-              help="digits is bundled; mnist/fashionmnist need --data-dir.")
-@click.option("--data-dir", type=click.Path(), default=None, help="Folder with the MNIST/Fashion-MNIST IDX files.")
+              help="digits (and its views) is bundled; the others need --data-dir (docs/datasets.md).")
+@click.option("--data-dir", type=click.Path(), default=None, help="Folder with the dataset's files (never downloaded).")
 @click.option("--proxy", "proxy_path", type=click.Path(), default=None,
               help="Latency proxy JSON from `mico fit` (without it: analytic CBOPs, not a measurement).")
 @click.option("--latency-budget", default="60%", show_default=True,
@@ -90,7 +90,7 @@ def _fmt_bits(bits) -> str:
               help="Number of schemes whose accuracy is evaluated.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Float training epochs (default: 30 digits, 3 mnist, 4 fashionmnist).")
+              help="Float training epochs (default: the dataset's, e.g. 30 digits, 3 mnist; docs/datasets.md).")
 @click.option("--qat-epochs", type=click.IntRange(min=0), default=3, show_default=True,
               help="QAT fine-tuning epochs for the chosen scheme.")
 @click.option("--search-qat-steps", type=click.IntRange(min=0), default=20, show_default=True,
@@ -106,10 +106,10 @@ def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, 
     progress = not as_json
     out = Path(output)
     latency_fn, unit, proxy_used = load_latency(proxy_path)
+    data = load_dataset(dataset, data_dir)          # a missing or malformed file fails here, before any training
     # the budget only needs layer shapes: check it before any training
     budget = model_budget(get_model(model_name, dataset), latency_fn, latency_budget, batch, unit)
-    data = load_dataset(dataset, data_dir)
-    epochs = epochs or DEFAULT_EPOCHS[dataset]
+    epochs = epochs or dataset_info(dataset).epochs
     x_tr, y_tr, x_val, y_val = data.split_validation(VAL_FRACTION, seed, VAL_MAX)
 
     float_model, cached = float_model_cached(model_name, dataset, seed, epochs, x_tr, y_tr,

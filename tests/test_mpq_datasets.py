@@ -72,7 +72,8 @@ def test_mnist_from_local_idx_files(tmp_path):
 
 def test_dataset_errors_are_one_sentence(tmp_path):
     for args, pat in [(("mnist", None), "--data-dir"), (("mnist", tmp_path / "nope"), "does not exist"),
-                      (("mnist", tmp_path), "not found"), (("cifar10", None), "unknown dataset")]:
+                      (("mnist", tmp_path), "not found"), (("imagenet", None), "unknown dataset"),
+                      (("cifar10", None), "--data-dir")]:
         with pytest.raises(UserError, match=pat) as e:
             load_dataset(*args)
         msg = str(e.value)
@@ -86,3 +87,27 @@ def test_dataset_errors_are_one_sentence(tmp_path):
     trunc.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2]))
     with pytest.raises(UserError, match="truncated"):
         read_idx(trunc)
+
+
+def test_digits_views_reshape_the_same_split():
+    d = load_dataset("digits")
+    d32 = load_dataset("digits32")
+    assert d32.x_train.shape == (1437, 3, 32, 32) and d32.x_test.shape == (360, 3, 32, 32)
+    assert torch.equal(d32.y_test, d.y_test) and torch.equal(d32.x_test[:, 0], d32.x_test[:, 2])
+    x, u = d.x_test[:, 0].numpy(), d32.x_test[:, 1].numpy()
+    # bilinear, half-pixel centres: output i samples input (i + 0.5) / 4 - 0.5, clamped to the edges
+    np.testing.assert_allclose(u[:, 0, 0], x[:, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(u[:, 31, 31], x[:, 7, 7], atol=1e-6)
+    w = np.array([0.875, 0.125])
+    np.testing.assert_allclose(u[:, 2, 2], np.einsum("i,nij,j->n", w, x[:, :2, :2], w), atol=1e-6)
+    np.testing.assert_allclose(u[:, 5, 10], np.einsum("i,nij,j->n", [0.125, 0.875], x[:, 0:2, 2:4],
+                                                      [0.875, 0.125]), atol=1e-6)
+    assert 0.0 <= float(d32.x_train.min()) and float(d32.x_train.max()) <= 1.0
+    d1 = load_dataset("digits1d")
+    assert d1.x_train.shape == (1437, 8, 8) and torch.equal(d1.x_test[:, 3, :], d.x_test[:, 0, 3, :])
+    seq, vec = load_dataset("digitsseq"), load_dataset("digitsvec")
+    assert seq.x_test.shape == (360, 1, 64) and vec.x_test.shape == (360, 64)
+    assert torch.equal(seq.x_test[:, 0, 8:16], d.x_test[:, 0, 1, :]) and torch.equal(vec.x_test, seq.x_test[:, 0])
+    # views do not share storage with each other or with the cached arrays
+    vec.x_test += 1
+    assert float(load_dataset("digitsvec").x_test.max()) <= 1.0 and float(d.x_test.max()) <= 1.0

@@ -10,6 +10,9 @@ import torch
 
 @dataclass
 class Dataset:
+    """One dataset in memory: x float32 in [0, 1], shaped per kind (see the
+    package docstring), y int64 class indices; the test split is fixed."""
+
     name: str
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -17,7 +20,7 @@ class Dataset:
     y_test: torch.Tensor
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
     def split_validation(self, frac: float = 0.2, seed: int = 0, max_val: int | None = None):

@@ -13,6 +13,7 @@ import torch
 from harness.errors import UserError
 
 from .base import Dataset
+from .files import data_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,7 @@ def _find_idx(root: Path, dataset: str, stem: str) -> Path | None:
 
 
 def _load_idx_dataset(name: str, data_dir: str | Path | None) -> Dataset:
-    if data_dir is None:
-        raise UserError(f"dataset {name} needs its IDX files; pass --data-dir pointing at the folder that holds them.")
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise UserError(f"data directory {root} does not exist; pass --data-dir pointing at the {name} IDX files.")
+    root = data_dir_of(name, data_dir, "IDX files")
     found = {}
     for key, stem in IDX_FILES.items():
         p = _find_idx(root, name, stem)
