@@ -112,10 +112,17 @@ def test_lock_folder_owned_by_someone_else_is_refused(locks, monkeypatch):
 
 
 # ---- files in it -------------------------------------------------------------------------------------
-def test_planted_symlink_lock_file_is_refused_and_its_target_untouched(locks, tmp_path):
-    victim = tmp_path / "victim.txt"
-    victim.write_text("precious")
+@pytest.fixture
+def victim(locks, tmp_path):
+    """A file of the user's that a planted link points at; the (private) lock folder exists."""
+    v = tmp_path / "victim.txt"
+    v.write_text("precious")
     lock.lock_dir()
+    yield v
+    assert v.read_text() == "precious"
+
+
+def test_planted_symlink_lock_file_is_refused_and_its_target_untouched(locks, victim):
     url = "socket://127.0.0.1:5555"
     (locks / f"{lock.port_key(url)}.lock").symlink_to(victim)
     with pytest.raises(lock.LockDirUnsafe) as e:
@@ -130,10 +137,7 @@ def test_planted_symlink_lock_file_is_refused_and_its_target_untouched(locks, tm
     assert victim.read_text() == "precious"
 
 
-def test_planted_hard_link_is_refused(locks, tmp_path):
-    victim = tmp_path / "victim.txt"
-    victim.write_text("precious")
-    lock.lock_dir()
+def test_planted_hard_link_is_refused(locks, victim):
     url = "socket://127.0.0.1:5556"
     try:
         os.link(victim, locks / f"{lock.port_key(url)}.lock")
@@ -144,10 +148,7 @@ def test_planted_hard_link_is_refused(locks, tmp_path):
     assert victim.read_text() == "precious"
 
 
-def test_state_notes_replace_a_planted_symlink_instead_of_writing_through_it(locks, tmp_path):
-    victim = tmp_path / "victim.txt"
-    victim.write_text("precious")
-    lock.lock_dir()
+def test_state_notes_replace_a_planted_symlink_instead_of_writing_through_it(locks, victim):
     url = "socket://127.0.0.1:5557"
     note = locks / f"{lock.port_key(url)}.quarantine.json"
     note.symlink_to(victim)

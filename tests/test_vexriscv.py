@@ -111,7 +111,7 @@ def test_generated_model_bit_exact(sessions, name):
         gen = codegen.generate(im, {"model": "test"})
         image = codegen.compile_image(gen, t.model_toolchain())
         info = s.load_model(image)
-        assert info.n_layers == len(gen.timed_layers)
+        assert info["n_layers"] == len(gen.timed_layers)
         C, H, W = im.input_shape
         xs = _vals(rng, im.input_bits, (3, C, H, W))
         ref = np.asarray(im.forward_int(xs))

@@ -39,7 +39,7 @@ from harness.target import BuildResult, Capabilities, DeviceSession, Session, Ta
 from harness.transports import ProcessTransport
 from kernels import reference
 
-from .compiler import PUBLISHED, ArrayConfig, CompileError, Compiled, compile_kernel, pack_a
+from .compiler import ArrayConfig, CompileError, Compiled, compile_kernel, pack_a
 from .link import BFClient
 from .model import predict
 
@@ -51,7 +51,7 @@ TOP = "bf_top"
 PY_SOURCES = [HERE / "compiler.py", HERE / "model.py", HERE / "isa.py"]
 ALL_PAIRS = tuple((a, w) for a in (1, 2, 4, 8) for w in (1, 2, 4, 8))
 
-_P = PUBLISHED
+_P = ArrayConfig()      # the published configuration
 PARAMS = (
     Param("rows", integer, _P.rows, "Fusion Unit rows (a power of two >= 2)"),
     Param("cols", integer, _P.cols, "Fusion Unit columns (a power of two >= 2)"),
