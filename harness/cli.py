@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from importlib.metadata import entry_points
@@ -30,6 +31,19 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 def _raise_terminated(signum, frame) -> None:
     raise Terminated(signum)
+
+
+def _exit_now(code: int) -> None:
+    """After a stop signal: every `finally` has run (devices killed, store closed), so exit
+    without the interpreter's teardown, which can take seconds (torch, thread pools) and
+    would let a demo's in-process steps carry on."""
+    logging.shutdown()
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def install_signal_handlers() -> None:
@@ -74,10 +88,10 @@ class MicoGroup(click.Group):
             ctx.exit(1)
         except Terminated as e:
             click.echo(f"terminated ({signal.Signals(e.signum).name})", err=True)
-            ctx.exit(128 + e.signum)
+            _exit_now(128 + e.signum)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            ctx.exit(128 + signal.SIGINT)
+            _exit_now(128 + signal.SIGINT)
         except click.UsageError as e:
             # a bad option of a subcommand: one sentence too (`mico sweep -h` has the rest)
             if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):

@@ -157,3 +157,31 @@ def test_measure_on_a_simulator_sigterm_ends_it():
     wait_for_devices(p, sim, 1)
     rc, err = signal_and_check(p, signal.SIGTERM)
     assert rc == 143 and "Traceback" not in err, err
+
+
+@pytest.fixture(scope="module")
+def scheme(tmp_path_factory):
+    """A small searched scheme (the flow of tests/test_deploy.py, fewer evaluations)."""
+    from mico_cli import mico
+
+    d = tmp_path_factory.mktemp("sigdeploy")
+    db = d / "s.db"
+    mico("sweep", "--target", "host", "--plan", "zoo", "--store", db, "--jobs", "2", "--budget", "0.05", "--no-progress")
+    mico("fit", "--store", db, "--target", "host", "--op", "all", "--features", "analytic", "-o", d / "proxy.json")
+    mico("search", "--model", "lenet", "--dataset", "digits", "--proxy", d / "proxy.json", "--latency-budget", "80%",
+         "--searcher", "evolution", "--budget-evals", "2", "--epochs", "1", "--qat-epochs", "1",
+         "-o", d / "scheme.json")
+    return d / "scheme.json"
+
+
+def test_deploy_sigterm_ends_the_simulator(scheme):
+    """`mico deploy` on a simulator (each image takes a while): SIGTERM mid-run."""
+    t = registry.get("vexriscv-full")
+    ok, why = t.available()
+    if not ok:
+        pytest.skip(why)
+    sim = t.build().artifacts["simulator"]
+    p = start(["deploy", "--scheme", scheme, "--target", "vexriscv-full", "--no-progress"])
+    wait_for_devices(p, sim, 1, timeout=300)
+    rc, err = signal_and_check(p, signal.SIGTERM)
+    assert rc == 143 and "Traceback" not in err, err
