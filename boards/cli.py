@@ -12,10 +12,13 @@ from pathlib import Path
 
 import click
 
-from harness.cli import emit
-from harness.errors import MeasureError, UserError
+from harness.cli import BaseZeroInt, FiniteFloat, emit, param_option
+from harness.errors import UserError
 
 from . import lock, profiles
+
+PROBABILITY = FiniteFloat(min=0.0, max=1.0)
+NON_NEGATIVE = FiniteFloat(min=0.0)
 
 
 @click.group()
@@ -27,7 +30,7 @@ def boards() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_(as_json: bool) -> None:
     """Every board profile, whether it can be used here, and who holds its port."""
-    from .targets import BoardTarget
+    from .targets import BoardTarget, quarantine_record
 
     rows = []
     for name, p in sorted(profiles.all_profiles().items()):
@@ -37,14 +40,7 @@ def list_(as_json: bool) -> None:
         t = BoardTarget(name)
         ok, why = t.available()
         held = lock.holder(p.url)
-        q = None
-        try:
-            from .targets import quarantine_file
-
-            qf = quarantine_file(p.url)
-            q = json.loads(qf.read_text()) if qf.exists() else None
-        except (OSError, ValueError):
-            q = None
+        q = quarantine_record(p.url)
         rows.append({"name": name, "target": f"board:{name}", "available": ok, "reason": why, "url": p.url,
                      "soc": f"{p.soc_kind} {p.cpu}/{p.cpu_variant} @ {p.clock_hz / 1e6:g} MHz",
                      "load": p.load, "profile": p.source, "locked_by": held, "quarantined": q,
@@ -62,38 +58,22 @@ def list_(as_json: bool) -> None:
     emit(rows, as_json, "\n".join(lines) or "no board profiles")
 
 
-def _params(items: tuple[str, ...]) -> dict:
-    out = {}
-    for it in items:
-        if "=" not in it:
-            raise UserError(f"--param {it!r} must look like KEY=VALUE.")
-        k, v = it.split("=", 1)
-        out[k] = v
-    return out
-
-
 @boards.command()
 @click.argument("board")
-@click.option("--param", "params", multiple=True, help="url=..., sim_port=..., timeout_s=... (repeatable).")
+@param_option("url=..., sim_port=..., timeout_s=... (repeatable; `mico targets --json` lists them).")
 @click.option("--json", "as_json", is_flag=True)
 def probe(board: str, params, as_json: bool) -> None:
     """Build what the board needs, boot it, say HELLO and show what it reports."""
     from .targets import BoardTarget
 
-    t = BoardTarget(board.removeprefix("board:"), **_params(params))
-    ok, why = t.available()
-    if not ok:
-        raise UserError(f"board {t.profile.name} is not available: {why}")
+    t = BoardTarget(board.removeprefix("board:"), **params)
     t0 = time.monotonic()
-    build = t.build()
+    build = t.build() if t.available()[0] else None     # else session() says why, in one sentence
     tb = time.monotonic() - t0
-    try:
-        s = t.open(build)
-    except MeasureError as e:
-        raise UserError(f"board {t.profile.name} did not boot: {e}") from None
-    boot = time.monotonic() - t0 - tb
-    h = s.hello.to_dict()
-    s.close()
+    with t.session(build) as s:
+        boot = time.monotonic() - t0 - tb
+        h = s.hello.to_dict()
+        build = s.build_result
     d = {"target": t.name, "fingerprint": build.fingerprint, "build_s": round(tb, 2), "boot_s": round(boot, 2),
          "build_cached": build.cached, "hello": h, "image": build.info.get("image")}
     emit(d, as_json, f"{t.name}: {h['target_id']} {h['isa']}, {h['ram_bytes'] // 1024} KiB arena, timer "
@@ -125,26 +105,27 @@ def flash(board: str, dry_run: bool) -> None:
 
 @boards.command(name="build-emulator")
 @click.option("--cpu-variant", default="standard", show_default=True)
-@click.option("--main-ram-size", default="0x400000", show_default=True)
-def build_emulator(cpu_variant: str, main_ram_size: str) -> None:
+@click.option("--main-ram-size", type=BaseZeroInt(min=64 * 1024, max=1 << 30), default="0x400000", show_default=True,
+              help="Main RAM in bytes (decimal or 0x...), 64 KiB .. 1 GiB.")
+def build_emulator(cpu_variant: str, main_ram_size: int) -> None:
     """Build (or find in the cache) the emulated board's SoC and Verilator model."""
     from . import emulator
 
     t0 = time.monotonic()
-    art = emulator.build_soc(cpu_variant, int(main_ram_size, 0))
+    art = emulator.build_soc(cpu_variant, main_ram_size)
     click.echo(f"{art.path.parent} ({'cached' if art.cached else f'built in {time.monotonic() - t0:.0f} s'})")
 
 
 @boards.command()
 @click.option("--listen", default="127.0.0.1:0", show_default=True, help="HOST:PORT the host connects to (loopback only).")
 @click.option("--to", "upstream", required=True, help="HOST:PORT of the board (loopback only).")
-@click.option("--drop", type=float, default=0.0, help="Probability a byte is dropped.")
-@click.option("--corrupt", type=float, default=0.0, help="Probability a byte is corrupted.")
-@click.option("--duplicate", type=float, default=0.0, help="Probability a byte is sent twice.")
-@click.option("--delay-ms", type=float, default=0.0, help="Extra latency of every chunk.")
-@click.option("--cut-every", type=float, default=0.0, help="Cut the link every N seconds (0 = never).")
+@click.option("--drop", type=PROBABILITY, default=0.0, help="Probability a byte is dropped (0 .. 1).")
+@click.option("--corrupt", type=PROBABILITY, default=0.0, help="Probability a byte is corrupted (0 .. 1).")
+@click.option("--duplicate", type=PROBABILITY, default=0.0, help="Probability a byte is sent twice (0 .. 1).")
+@click.option("--delay-ms", type=NON_NEGATIVE, default=0.0, help="Extra latency of every chunk.")
+@click.option("--cut-every", type=NON_NEGATIVE, default=0.0, help="Cut the link every N seconds (0 = never).")
 @click.option("--seed", type=int, default=1)
-@click.option("--duration", type=float, default=0.0, help="Stop after N seconds (0 = until Ctrl-C).")
+@click.option("--duration", type=NON_NEGATIVE, default=0.0, help="Stop after N seconds (0 = until Ctrl-C).")
 def proxy(listen, upstream, drop, corrupt, duplicate, delay_ms, cut_every, seed, duration) -> None:
     """A TCP proxy that damages the byte stream between host and board (for testing the link)."""
     from .faults import FaultConfig, FaultProxy

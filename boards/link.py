@@ -28,6 +28,7 @@ from pathlib import Path
 import serial
 
 from harness.errors import CrashError, UserError
+from harness.transports import die_with_parent
 
 from .profiles import Profile
 
@@ -35,16 +36,6 @@ log = logging.getLogger(__name__)
 
 SIM_FILES = ("sim_rom.init", "sim_sram.init", "sim_main_ram.init", "sim_mem.init")
 SIM_MODULES = ("clocker.so", "mico_uart_tcp.so")
-
-
-def _die_with_parent() -> None:
-    """Linux: the emulator must not outlive the process that drives it (a SIGKILLed sweep)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 RUNDIR_PREFIX = "mico-litex-sim-"
@@ -100,7 +91,7 @@ class Emulator:
         self._out = open(self.rundir / "sim.log", "w+b")
         self.proc = subprocess.Popen([str(vsim)], cwd=self.rundir, stdin=subprocess.DEVNULL, stdout=self._out,
                                      stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=die_with_parent)   # not outliving a SIGKILLed sweep
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

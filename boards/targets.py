@@ -33,11 +33,14 @@ import time
 import zlib
 from pathlib import Path
 
+from dataclasses import replace
+
 from harness import registry
 from harness.errors import (CrashError, MeasureError, ProtocolError, TimeoutMeasureError, ToolchainMissing,
                             UserError)
-from harness.protocol import REQ_BYE, encode_frame
-from harness.target import BuildResult, Session, Target, fingerprint_of
+from harness.params import Param, at_least, between, integer, number, positive, text
+from harness.protocol import REQ_BYE, ModelInfo, encode_frame
+from harness.target import MODEL_IMAGES, BuildResult, Capabilities, DeviceSession, Target, fingerprint_of
 from kernels import toolchain as tc
 
 from . import emulator, firmware, lock, sfl
@@ -47,7 +50,25 @@ from .profiles import Profile, find
 
 log = logging.getLogger(__name__)
 
-PARAMS = {"profile", "url", "sim_port", "timeout_s", "reply_timeout_s", "boot_timeout_s", "quarantine_after"}
+# none is hashed as given: what changes a number enters through the profile's fingerprint_parts()
+PARAMS = (
+    Param("profile", text, None, "a board profile name or FILE.toml (default: the name after board:)",
+          in_fingerprint=False),
+    Param("url", text, None, "the board's pyserial URL, overriding the profile's serial.url", in_fingerprint=False),
+    Param("sim_port", integer, None, "TCP port the emulated board listens on when url points at a proxy",
+          in_fingerprint=False, check=between(1, 65535)),
+    Param("timeout_s", number, None, "seconds one kernel may take (timing.kernel_timeout_s)",
+          in_fingerprint=False, check=positive),
+    Param("reply_timeout_s", number, None, "seconds to wait for one reply before asking again "
+          "(timing.reply_timeout_s)", in_fingerprint=False, check=positive),
+    Param("boot_timeout_s", number, None, "seconds a boot may take (timing.boot_timeout_s)",
+          in_fingerprint=False, check=positive),
+    Param("quarantine_after", integer, None, "consecutive failures before the board is quarantined "
+          "(timing.quarantine_after)", in_fingerprint=False, check=at_least(1)),
+)
+_OVERRIDES = {"url": "url", "sim_port": "sim_port", "timeout_s": "kernel_timeout_s",
+              "reply_timeout_s": "reply_timeout_s", "boot_timeout_s": "boot_timeout_s",
+              "quarantine_after": "quarantine_after"}
 LINK_ERRORS = (TimeoutMeasureError, CrashError, ProtocolError)
 HELLO_RETRIES = 12          # HELLO's reply is ~100 bytes: on a noisy line several may be damaged in a row
 MAX_RECOVERIES = 2          # per request: reconnect / reset+reload attempts before giving up
@@ -58,8 +79,17 @@ _failures: dict[str, int] = {}
 _last_error: dict[str, str] = {}
 
 
-def quarantine_file(url: str) -> Path:
-    return lock.lock_dir() / f"{lock.port_key(url)}.quarantine.json"
+QUARANTINE = "quarantine.json"
+FLASHED = "flashed"
+
+
+def quarantine_record(url: str) -> dict | None:
+    """The quarantine note of a board's port (written by a sweep that gave up on it), or None."""
+    try:
+        text = lock.read_state(url, QUARANTINE)
+        return json.loads(text) if text else None
+    except (OSError, ValueError, UserError):
+        return None
 
 
 def _fail(profile: Profile, err: Exception) -> None:
@@ -68,17 +98,17 @@ def _fail(profile: Profile, err: Exception) -> None:
     _last_error[profile.url] = str(err)
     if n >= profile.quarantine_after:
         try:
-            quarantine_file(profile.url).write_text(json.dumps(
+            lock.write_state(profile.url, QUARANTINE, json.dumps(
                 {"board": profile.name, "url": profile.url, "failures": n, "last_error": str(err), "since": time.time()}))
-        except OSError:
+        except (OSError, UserError):
             pass
 
 
 def _ok(profile: Profile) -> None:
     if _failures.pop(profile.url, 0):
         try:
-            quarantine_file(profile.url).unlink()
-        except OSError:
+            lock.write_state(profile.url, QUARANTINE, None)
+        except (OSError, UserError):
             pass
 
 
@@ -91,10 +121,11 @@ def reset_quarantine() -> None:
     _last_error.clear()
 
 
-class BoardSession(Session):
+class BoardSession(DeviceSession):
     """A booted board; recovers from link trouble by reconnecting, resetting and reloading."""
 
     def __init__(self, target: "BoardTarget", build: BuildResult, link: BoardLink):
+        super().__init__(link, BoardClient(link, timeout=target.profile.reply_timeout_s, retries=3), None)
         self.target = target
         self.profile = target.profile
         self.build_result = build
@@ -102,8 +133,6 @@ class BoardSession(Session):
         self.image = Path(build.artifacts["image"]).read_bytes()
         self.image_crc = f"{zlib.crc32(self.image):08x}"
         self.boots = 0
-        client = BoardClient(link, timeout=self.profile.reply_timeout_s, retries=3)
-        super().__init__(link, client, None)
 
     # ---- boot --------------------------------------------------------------------------------
     def _hello(self, timeout: float, retries: int = 3) -> None:
@@ -221,13 +250,13 @@ class BoardSession(Session):
         def go():
             self.client.retries = self._retries_for(timeout)
             try:
-                return Session.run_kernel(self, spec, seed, warmup, repeats, self.profile.reply_timeout_s)
+                return DeviceSession.run_kernel(self, spec, seed, warmup, repeats, self.profile.reply_timeout_s)
             finally:
                 self.client.retries = 3
         return self._guarded(go)
 
-    def load_model(self, blob: bytes) -> dict:
-        return self._guarded(lambda: self.client.load_model(blob))
+    def load_model(self, image: bytes) -> ModelInfo:
+        return self._guarded(lambda: DeviceSession.load_model(self, image))
 
     def run_model(self, inputs: bytes, timeout: float | None = None):
         def go():
@@ -246,49 +275,42 @@ class BoardSession(Session):
                 c.request(REQ_BYE, timeout=2.0)     # the firmware resets the SoC into its BIOS
             except (MeasureError, EOFError):
                 pass
-        self.link.close(timeout=timeout)
-        lock.unuse(lock.port_key(self.profile.url))
+        self.close_link(timeout)
+
+    def abort(self) -> None:
+        """No goodbye: a real board's firmware is sent back to its BIOS at the next boot."""
+        self.close_link(timeout=0.2)
+
+    def close_link(self, timeout: float) -> None:
+        try:
+            self.link.close(timeout=timeout)
+        finally:
+            lock.unuse(lock.port_key(self.profile.url))
 
 
 class BoardTarget(Target):
     """One board profile (``board:<name>``)."""
 
     timer_unit = "cycles"
+    PARAMS = PARAMS
+    CAPABILITIES = MODEL_IMAGES
 
     def __init__(self, profile_name: str = "", **params):
-        bad = sorted(set(params) - PARAMS)
-        if bad:
-            raise UserError(f"board targets have no parameter {bad[0]!r}; they take {', '.join(sorted(PARAMS))}.")
+        self.name = f"board:{profile_name}" if profile_name else "board:<name>"
         super().__init__(**params)
-        source = params.get("profile") or profile_name
+        source = self.params["profile"] or profile_name
         if not source:
             raise UserError("name a board: board:<profile> (`mico boards list` shows the profiles).")
         prof = find(str(source))
-        over: dict = {}
-        if "url" in params:
-            over["url"] = str(params["url"])
-        for k, f in (("timeout_s", "kernel_timeout_s"), ("reply_timeout_s", "reply_timeout_s"),
-                     ("boot_timeout_s", "boot_timeout_s")):
-            if k in params:
-                try:
-                    over[f] = float(params[k])
-                except ValueError:
-                    raise UserError(f"--param {k} must be a number of seconds.") from None
-        if "quarantine_after" in params:
-            try:
-                over["quarantine_after"] = int(params["quarantine_after"])
-            except ValueError:
-                raise UserError("--param quarantine_after must be a whole number.") from None
-        if "sim_port" in params:
-            try:
-                over["sim_port"] = int(params["sim_port"])
-            except ValueError:
-                raise UserError("--param sim_port must be a TCP port number.") from None
+        over = {f: self.params[k] for k, f in _OVERRIDES.items() if self.params[k] is not None}
         self.profile: Profile = prof.with_overrides(**over) if over else prof
         self.name = f"board:{self.profile.name}"
         self.description = self.profile.description or f"LiteX board {self.profile.name}"
         self.deterministic = self.profile.deterministic
         self.kernel_timeout = self.profile.kernel_timeout_s
+
+    def capabilities(self) -> Capabilities:
+        return replace(self.CAPABILITIES, memory_bytes=self.profile.main_ram_size)
 
     # ---- availability and build ----------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
@@ -370,14 +392,13 @@ class BoardTarget(Target):
             raise UserError(f"flash command {argv[0]} failed with exit code {res.returncode}: "
                             f"{(res.stderr.strip().splitlines() or ['no output'])[-1]}")
         crc = f"{zlib.crc32(Path(image).read_bytes()):08x}"
-        (lock.lock_dir() / f"{lock.port_key(self.profile.url)}.flashed").write_text(crc)
+        lock.write_state(self.profile.url, FLASHED, crc)
         return res.stdout
 
     def flash_if_needed(self, link: BoardLink) -> None:
         image = Path(self._build.artifacts["image"])
         crc = f"{zlib.crc32(image.read_bytes()):08x}"
-        state = lock.lock_dir() / f"{lock.port_key(self.profile.url)}.flashed"
-        if not state.exists() or state.read_text().strip() != crc:
+        if (lock.read_state(self.profile.url, FLASHED) or "").strip() != crc:
             link.disconnect()
             try:
                 self.flash(image)
@@ -389,7 +410,7 @@ class BoardTarget(Target):
             link.connect()
 
     # ---- run ---------------------------------------------------------------------------------------
-    def open(self, build: BuildResult) -> Session:
+    def open(self, build: BuildResult) -> BoardSession:
         p = self.profile
         lock.acquire(p.url, what=f"mico {self.name}")     # PortBusy (a UserError) if another sweep has it
         if p.emulated and p.sim_port and p.sim_port != p.tcp_port():
@@ -420,14 +441,12 @@ class BoardTarget(Target):
                         pass
         except (MeasureError, EOFError) as e:
             detail = link.describe_failure()
-            link.close(timeout=0.5)
-            lock.unuse(lock.port_key(p.url))
+            session.close_link(timeout=0.5)
             err = e if isinstance(e, MeasureError) else CrashError(str(e))
             _fail(p, err)
             raise CrashError(f"{self.name} did not boot: {err}", getattr(err, "detail", "") or detail) from None
         except BaseException:
-            link.close(timeout=0.5)
-            lock.unuse(lock.port_key(p.url))
+            session.close_link(timeout=0.2)
             raise
         return session
 
@@ -437,8 +456,4 @@ class BoardTarget(Target):
         return d
 
 
-def make(profile_name: str, **params) -> BoardTarget:
-    return BoardTarget(profile_name, **params)
-
-
-registry.register("board:", make)
+registry.register("board:", BoardTarget)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import registry
-from .cli import emit, main
+from .cli import FiniteFloat, emit, main, param_option
 from .errors import UserError
 from .measure import StatsPolicy
 from .spec import KernelSpec, parse_shape
@@ -18,19 +18,6 @@ SHAPE_HELP = ("matmul: N,M,K (N activation rows, M outputs, K reduction); "
               "square kernel KS, stride S, zero padding P, groups G, default 1).")
 
 
-def _params(items: tuple[str, ...]) -> dict:
-    out = {}
-    for it in items:
-        if "=" not in it:
-            raise UserError(f"--param {it!r} must look like KEY=VALUE.")
-        k, v = it.split("=", 1)
-        try:
-            out[k] = int(v)
-        except ValueError:
-            out[k] = v
-    return out
-
-
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def targets(as_json: bool) -> None:
@@ -38,14 +25,16 @@ def targets(as_json: bool) -> None:
     rows = [t.describe() for t in registry.all_targets()]
     for name, why in registry.broken_plugins().items():
         rows.append({"name": f"{name} (plugin)", "description": "a target plugin that failed to load",
-                     "available": False, "reason": why, "deterministic": None, "unit": None})
+                     "available": False, "reason": why, "deterministic": None, "unit": None, "params": []})
     for fam in registry.families():
         rows.append({"name": fam + "<name>", "description": "a family of targets", "available": None,
-                     "reason": "", "deterministic": None, "unit": None})
+                     "reason": "", "deterministic": None, "unit": None, "params": registry.family_params(fam)})
     lines = []
     for r in rows:
         state = "available" if r["available"] else ("" if r["available"] is None else f"unavailable: {r['reason']}")
         lines.append(f"{r['name']:<22} {state}\n    {r['description']}")
+        if r["params"]:
+            lines.append(f"    params: {', '.join(p['name'] for p in r['params'])}")
     emit(rows, as_json, "\n".join(lines))
 
 
@@ -55,8 +44,9 @@ def targets(as_json: bool) -> None:
 @click.option("--shape", required=True, help=SHAPE_HELP)
 @click.option("--qa", type=int, required=True, help="activation bits, one of 1,2,4,8")
 @click.option("--qw", type=int, required=True, help="weight bits, one of 1,2,4,8")
-@click.option("--repeats", type=int, default=None, help="Exact number of timed repeats (default: adaptive until the relative IQR is under 5%).")
-@click.option("--param", "params", multiple=True, help="Target parameter KEY=VALUE (repeatable).")
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
+              help="Exact number of timed repeats (default: adaptive until the relative IQR is under 5%).")
+@param_option()
 @click.option("--json", "as_json", is_flag=True)
 def measure(target_name, op, shape, qa, qw, repeats, params, as_json):
     """Measure one kernel on one target.
@@ -69,10 +59,8 @@ def measure(target_name, op, shape, qa, qw, repeats, params, as_json):
     from .sweep import measure_single
 
     spec = KernelSpec(op, parse_shape(op, shape), qa, qw)
-    if repeats is not None and repeats < 1:
-        raise UserError("--repeats must be at least 1.")
     policy = StatsPolicy(fixed_repeats=repeats) if repeats else StatsPolicy()
-    m, build = measure_single(target_name, spec, _params(params), policy)
+    m, build = measure_single(target_name, spec, params, policy)
     d = m.to_dict()
     d.update(target=target_name, op=op, shape=list(spec.shape), qa=qa, qw=qw)
     text = (f"{spec} on {target_name}: median {m.median:.0f} {m.unit}, IQR {m.iqr:.0f} "
@@ -84,18 +72,20 @@ def measure(target_name, op, shape, qa, qw, repeats, params, as_json):
 @click.option("--target", "target_name", required=True)
 @click.option("--plan", required=True, help="smoke | grid | zoo | random:N[:SEED]")
 @click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--jobs", type=int, default=1, show_default=True, help="Parallel workers, one booted target each.")
+@click.option("--jobs", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
+              help="Parallel workers, one booted target each.")
 @click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786) instead of local workers.")
 @click.option("--op", "ops", multiple=True, type=click.Choice(["matmul", "conv2d"]), help="Restrict to these ops.")
-@click.option("--param", "params", multiple=True, help="Target parameter KEY=VALUE (repeatable).")
-@click.option("--budget", type=float, default=2.0, show_default=True, help="Seconds per spec for adaptive repeats (noisy targets).")
+@param_option()
+@click.option("--budget", type=FiniteFloat(min=0.0), default=2.0, show_default=True,
+              help="Seconds per spec for adaptive repeats (noisy targets).")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def sweep(target_name, plan, store_path, jobs, scheduler, ops, params, budget, no_progress, as_json):
     """Measure every spec of a plan; resumes: stored specs are skipped."""
     from .sweep import run_sweep
 
-    s = run_sweep(target_name, plan, store_path, jobs=jobs, params=_params(params), scheduler=scheduler,
+    s = run_sweep(target_name, plan, store_path, jobs=jobs, params=params, scheduler=scheduler,
                   policy=StatsPolicy(budget_s=budget), progress=not no_progress, ops=list(ops) or None)
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.by_status.items())) or "nothing new"
     emit(s.to_dict(), as_json,

@@ -63,3 +63,25 @@ class ProtocolError(MeasureError):
 
 
 ERROR_KINDS = ("ok", "timeout", "crash", "mismatch", "does_not_fit", "unsupported")
+
+
+class ParamError(UserError):
+    """A target parameter that is unknown, of the wrong type or out of range."""
+
+
+class TargetUnavailable(UserError):
+    """A target that cannot be used here (missing tool, missing RTL, no board)."""
+
+
+class BootError(UserError):
+    """A target that was built but did not come up (no HELLO, dead board)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or another stop signal) turned into an exception, so `finally`
+    blocks and context managers end the firmware and simulator children
+    instead of orphaning them; the CLI exits with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum

@@ -15,7 +15,7 @@ from kernels import toolchain as tc
 from .errors import BuildError, CrashError, MeasureError, ToolchainMissing
 from .protocol import Client
 from .registry import register
-from .target import BuildResult, ModelToolchain, Session, Target, fingerprint_of
+from .target import MODEL_IMAGES, BuildResult, DeviceSession, ModelToolchain, Target, fingerprint_of
 from .transports import ProcessTransport
 
 FW_SOURCES = ("bench.c", "link.c", "hal_host.c")
@@ -45,6 +45,8 @@ class HostTarget(Target):
     deterministic = False
     timer_unit = "ns"
     kernel_timeout = 120.0
+    PARAMS = ()             # none: any --param is refused
+    CAPABILITIES = MODEL_IMAGES
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -74,15 +76,16 @@ class HostTarget(Target):
                            info={"cpu": cpu_model(), "cc": ident, "firmware_digest": art.digest,
                                  "cflags": CFLAGS}, cached=art.cached)
 
-    def open(self, build: BuildResult) -> Session:
+    def open(self, build: BuildResult) -> DeviceSession:
         t = ProcessTransport([build.artifacts["firmware"]])
         client = Client(t, timeout=self.kernel_timeout)
         try:
             hello = client.hello()
         except MeasureError as e:
-            t.close()
-            raise CrashError(f"host firmware did not answer HELLO: {e}", t.describe_failure()) from None
-        return Session(t, client, hello)
+            detail = t.describe_failure()
+            t.abort()
+            raise CrashError(f"host firmware did not answer HELLO: {e}", detail) from None
+        return DeviceSession(t, client, hello)
 
     def model_toolchain(self) -> ModelToolchain:
         gcc = tc.find_tool("gcc")

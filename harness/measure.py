@@ -56,8 +56,8 @@ def measure(session: Session, spec: KernelSpec, fingerprint: str, deterministic:
     policy = policy or StatsPolicy()
     seed = spec_seed(spec)
     t0 = time.monotonic()
-    retries0 = session.client.stats.retries
-    reconnects0 = session.client.stats.reconnects
+    retries0 = session.link_stats.retries
+    reconnects0 = session.link_stats.reconnects
     values: list[int] = []
     checksums: set[int] = set()
     max_batch = max(1, min(policy.max_repeats, (session.hello.max_payload - 64) // 8, 0xFFFF))
@@ -105,8 +105,8 @@ def measure(session: Session, spec: KernelSpec, fingerprint: str, deterministic:
     med, iqr, mn = summarize(values)
     return Measurement(spec=spec, fingerprint=fingerprint, status="ok", unit=session.hello.timer_unit,
                        raw=[float(v) for v in values], median=med, iqr=iqr, min=mn, checksum_ok=ok,
-                       seed=seed, retries=session.client.stats.retries - retries0,
-                       reconnects=session.client.stats.reconnects - reconnects0,
+                       seed=seed, retries=session.link_stats.retries - retries0,
+                       reconnects=session.link_stats.reconnects - reconnects0,
                        wall_s=time.monotonic() - t0)
 
 

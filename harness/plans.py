@@ -1,19 +1,32 @@
 """Sweep plans: which kernel shapes to measure.
 
-Each plan yields shapes per op; `expand` crosses them with every (qa, qw) pair
-the target supports.  `zoo` shapes come from the built-in models, which live in
-mpq/ -- harness finds them through the ``mico.plans`` entry-point group.
+A plan names shapes per op; crossed with every (qa, qw) pair the target
+supports they become kernel specs.  Plans are lazy: `parse_plan` checks the
+text and nothing else, `Plan.specs` is an iterator and `Plan.size` is
+arithmetic, so ``random:100000000`` starts streaming at once and in bounded
+memory.  `zoo` shapes come from the built-in models, which live in mpq/ --
+harness finds them through the ``mico.plans`` entry-point group.
+
+``random:N[:SEED]``: N seeded shapes, half matmul then half conv2d, log-uniform
+sizes, drawn from one seeded stream in the same order as always (a plan names
+the same shapes it did before, so stores resume).  A shape that is among the
+last `DEDUP_WINDOW` shapes of its op is drawn again, so plans up to that size
+hold distinct shapes; beyond it (where the shape space itself runs out) a
+repeat can occur and the sweep skips it as already stored.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections import deque
+from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Iterable
+from itertools import islice
+from typing import Iterable, Iterator
 
 from .errors import UserError
-from .spec import BITS, KernelSpec
+from .spec import BITS, OPS, KernelSpec
 
 ALL_PAIRS = tuple((a, w) for a in BITS for w in BITS)
 
@@ -21,6 +34,9 @@ SMOKE = {
     "matmul": [(1, 8, 40), (3, 5, 64)],
     "conv2d": [(1, 3, 6, 6, 4, 3, 1, 1, 1), (1, 4, 5, 5, 4, 3, 2, 0, 4)],
 }
+
+DEDUP_WINDOW = 1 << 16      # recent shapes per op remembered for de-duplication
+MAX_REDRAWS = 1000          # a shape space nearly exhausted by the window: accept a repeat
 
 
 def _grid() -> dict[str, list[tuple]]:
@@ -37,27 +53,53 @@ def _loguniform(rng: random.Random, lo: int, hi: int) -> int:
     return int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
 
 
-def _random(n: int, seed: int = 0) -> dict[str, list[tuple]]:
-    """n shapes: half matmul, half conv2d, log-uniform sizes, seeded."""
+def _draw_matmul(rng: random.Random) -> tuple:
+    return (_loguniform(rng, 1, 64), _loguniform(rng, 8, 512), _loguniform(rng, 8, 2048))
+
+
+def _draw_conv(rng: random.Random) -> tuple | None:
+    c = _loguniform(rng, 1, 64)
+    hw = _loguniform(rng, 4, 32)
+    ks = rng.choice((1, 3, 3, 5))
+    s = rng.choice((1, 1, 2))
+    p = rng.choice((0, ks // 2))
+    if rng.random() < 0.2:
+        k = g = c
+    else:
+        k, g = _loguniform(rng, 4, 64), 1
+    if (hw + 2 * p - ks) // s + 1 < 1:
+        return None
+    return (1, c, hw, hw, k, ks, s, p, g)
+
+
+def _distinct(rng: random.Random, draw, n: int) -> Iterator[tuple]:
+    """n shapes from `draw`, none repeating one of the last DEDUP_WINDOW (memory: the window)."""
+    recent: set[tuple] = set()
+    order: deque[tuple] = deque()
+    for _ in range(n):
+        shape = None
+        for _ in range(MAX_REDRAWS):
+            shape = draw(rng)
+            if shape is not None and shape not in recent:
+                break
+        while shape is None:
+            shape = draw(rng)
+        if shape not in recent:
+            recent.add(shape)
+            order.append(shape)
+            if len(order) > DEDUP_WINDOW:
+                recent.discard(order.popleft())
+        yield shape
+
+
+def random_shapes(n: int, seed: int = 0) -> Iterator[tuple[str, tuple]]:
+    """(op, shape) for ``random:n:seed``: the matmuls, then the conv2ds, from one seeded stream."""
     rng = random.Random(seed)
-    mm, conv = set(), set()
     n_mm = (n + 1) // 2
-    while len(mm) < n_mm:
-        mm.add((_loguniform(rng, 1, 64), _loguniform(rng, 8, 512), _loguniform(rng, 8, 2048)))
-    while len(conv) < n - n_mm:
-        c = _loguniform(rng, 1, 64)
-        hw = _loguniform(rng, 4, 32)
-        ks = rng.choice((1, 3, 3, 5))
-        s = rng.choice((1, 1, 2))
-        p = rng.choice((0, ks // 2))
-        if rng.random() < 0.2:
-            k = g = c
-        else:
-            k, g = _loguniform(rng, 4, 64), 1
-        if (hw + 2 * p - ks) // s + 1 < 1:
-            continue
-        conv.add((1, c, hw, hw, k, ks, s, p, g))
-    return {"matmul": sorted(mm), "conv2d": sorted(conv)}
+    for shape in _distinct(rng, _draw_matmul, n_mm):
+        yield "matmul", shape
+    for shape in _distinct(rng, _draw_conv, n - n_mm):
+        yield "conv2d", shape
 
 
 def _zoo() -> dict[str, list[tuple]]:
@@ -73,13 +115,60 @@ def _zoo() -> dict[str, list[tuple]]:
     return {op: sorted(s) for op, s in shapes.items()}
 
 
-def plan_shapes(name: str) -> dict[str, list[tuple]]:
-    if name == "smoke":
-        return SMOKE
-    if name == "grid":
-        return _grid()
-    if name == "zoo":
+@dataclass(frozen=True)
+class Plan:
+    """A parsed plan: its shapes per op, produced on demand."""
+
+    name: str
+    n_random: int = 0
+    seed: int = 0
+
+    @property
+    def is_random(self) -> bool:
+        return self.name.startswith("random:")
+
+    def _listed(self) -> dict[str, list[tuple]]:
+        if self.name == "smoke":
+            return SMOKE
+        if self.name == "grid":
+            return _grid()
         return _zoo()
+
+    def count(self, op: str) -> int:
+        """How many shapes of `op` the plan has (no shape is drawn)."""
+        if self.is_random:
+            n_mm = (self.n_random + 1) // 2
+            return n_mm if op == "matmul" else self.n_random - n_mm
+        return len(self._listed().get(op, ()))
+
+    def shapes(self, op: str) -> Iterator[tuple]:
+        if self.is_random:
+            # the conv2d shapes continue the matmul draws' stream: those are drawn (not kept) first
+            return (shape for o, shape in random_shapes(self.n_random, self.seed) if o == op)
+        return iter(self._listed().get(op, ()))
+
+    def size(self, pairs: Iterable[tuple[int, int]] = ALL_PAIRS, ops: Iterable[str] | None = None) -> int:
+        """Number of specs `specs` yields, by arithmetic."""
+        return len(list(pairs)) * sum(self.count(op) for op in _ops(ops))
+
+    def specs(self, pairs: Iterable[tuple[int, int]] = ALL_PAIRS, ops: Iterable[str] | None = None
+              ) -> Iterator[KernelSpec]:
+        """Every shape crossed with every pair, op by op."""
+        pairs = list(pairs)
+        for op in _ops(ops):
+            for shape in self.shapes(op):
+                for qa, qw in pairs:
+                    yield KernelSpec(op, tuple(shape), qa, qw)
+
+
+def _ops(ops: Iterable[str] | None) -> list[str]:
+    return [op for op in OPS if ops is None or op in set(ops)]
+
+
+def parse_plan(name: str) -> Plan:
+    """Check a plan's text (nothing is drawn or loaded); one sentence if it is malformed."""
+    if name in ("smoke", "grid", "zoo"):
+        return Plan(name)
     if name.startswith("random:"):
         parts = name.split(":")
         try:
@@ -89,17 +178,21 @@ def plan_shapes(name: str) -> dict[str, list[tuple]]:
             n = -1
         if n < 2 or len(parts) > 3:
             raise UserError(f"plan {name!r} is malformed; use random:N[:SEED] with N >= 2.")
-        return _random(n, seed)
+        return Plan(name, n, seed)
     raise UserError(f"unknown plan {name!r}; use smoke, grid, zoo or random:N.")
 
 
+def iter_specs(name: str, pairs: Iterable[tuple[int, int]] = ALL_PAIRS, ops: Iterable[str] | None = None
+               ) -> Iterator[KernelSpec]:
+    return parse_plan(name).specs(pairs, ops)
+
+
 def expand(name: str, pairs: Iterable[tuple[int, int]] = ALL_PAIRS, ops: Iterable[str] | None = None) -> list[KernelSpec]:
-    pairs = list(pairs)
-    out = []
-    for op, shapes in plan_shapes(name).items():
-        if ops is not None and op not in ops:
-            continue
-        for shape in shapes:
-            for qa, qw in pairs:
-                out.append(KernelSpec(op, tuple(shape), qa, qw))
-    return out
+    """The whole plan as a list (small plans, tests); sweeps use `Plan.specs`."""
+    return list(iter_specs(name, pairs, ops))
+
+
+def batched(it: Iterable, n: int) -> Iterator[list]:
+    it = iter(it)
+    while batch := list(islice(it, n)):
+        yield batch

@@ -302,3 +302,26 @@ class Client:
             self.request(REQ_BYE, timeout=5)
         except MeasureError:
             pass
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the device reports after loading a model (MODEL_COMMIT's reply)."""
+
+    in_count: int
+    out_count: int
+    n_layers: int
+    scratch_bytes: int
+
+    @classmethod
+    def of(cls, v: "ModelInfo | dict") -> "ModelInfo":
+        """From `Client.load_model`'s reply, whether it is already a ModelInfo or the older dict."""
+        if isinstance(v, cls):
+            return v
+        return cls(int(v["in_count"]), int(v["out_count"]), int(v["n_layers"]), int(v["scratch_bytes"]))
+
+    def __getitem__(self, key: str) -> int:
+        """Transitional: callers that still index the older dict (``info["in_count"]``)."""
+        if key not in ("in_count", "out_count", "n_layers", "scratch_bytes"):
+            raise KeyError(key)
+        return getattr(self, key)

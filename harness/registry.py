@@ -68,6 +68,15 @@ def get(name: str, **params) -> Target:
     raise UserError(f"unknown target {name!r}; `mico targets` lists the known ones.")
 
 
+def family_params(prefix: str) -> list[dict]:
+    """The parameters a family (``board:``) declares, when its factory is a Target class."""
+    _load_plugins()
+    factory = _prefixes.get(prefix)
+    if isinstance(factory, type) and issubclass(factory, Target):
+        return [p.describe() for p in factory.PARAMS]
+    return []
+
+
 def all_targets() -> list[Target]:
     _load_plugins()
     out = []

@@ -156,6 +156,20 @@ class Store:
         ).fetchall()
         return {tuple(r) for r in rows}
 
+    def done_among(self, fingerprint: str, keys: Iterable[tuple]) -> set[tuple]:
+        """Which of `keys` ((op, shape text, qa, qw), a sweep's batch) are stored: reads only those rows."""
+        keys = set(keys)
+        found: set[tuple] = set()
+        for op in sorted({k[0] for k in keys}):
+            shapes = sorted({k[1] for k in keys if k[0] == op})
+            for i in range(0, len(shapes), 500):
+                part = shapes[i:i + 500]
+                rows = self.db.execute(
+                    "SELECT op, shape, qa, qw FROM measurements WHERE fingerprint=? AND op=? AND shape IN "
+                    f"({','.join('?' * len(part))})", (fingerprint, op, *part)).fetchall()
+                found |= {tuple(r) for r in rows} & keys
+        return found
+
     def put(self, m: Measurement, replace: bool = False) -> bool:
         """Insert one measurement in its own transaction.  Returns False if the key existed."""
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"

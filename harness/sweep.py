@@ -7,6 +7,15 @@ target.  Only the coordinator writes to the store, one committed row per
 result, so killing the sweep at any moment loses only in-flight kernels and a
 re-run resumes where it stopped.  Any `concurrent.futures.Executor` works: a
 local process pool by default, or a Dask distributed client's executor.
+
+The plan is streamed: specs are taken from the plan's iterator in batches,
+each batch is checked against the store (only its own keys) and submitted,
+and at most a few batches are in flight -- a plan of a hundred million specs
+starts measuring at once, in bounded memory.
+
+Stopping: Ctrl-C or SIGTERM of the coordinator terminates the workers, and a
+worker that gets SIGTERM kills its device before it exits; workers (and the
+devices they start) also die with their parent if it is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -14,35 +23,24 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import multiprocessing
-
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 
 from . import registry
 from .errors import MeasureError, UserError
 from .measure import StatsPolicy, error_measurement, measure
-from .plans import expand
+from .plans import batched, parse_plan
 from .spec import KernelSpec
 from .store import Measurement, Store
-from .target import BuildResult, Session
+from .target import BuildResult, Session, Target
+from .transports import die_with_parent
 
 log = logging.getLogger(__name__)
 
 # ---- worker side -------------------------------------------------------------
 _worker: dict = {}
-
-
-def _die_with_parent() -> None:
-    """Linux: a worker whose coordinator was SIGKILLed must not live on."""
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
 
 
 def _session(target_name: str, params: dict, build: dict) -> tuple[Session, object]:
@@ -59,7 +57,7 @@ def _drop_session() -> None:
     s = _worker.pop("session", None)
     if s is not None:
         try:
-            s.transport.close(timeout=0.5)
+            s.abort()
         except Exception:  # noqa: BLE001 -- the device is already broken
             pass
 
@@ -83,8 +81,16 @@ def measure_one(target_name: str, params: dict, build: dict, spec: dict, policy:
         return m
 
 
+def _worker_terminated(signum, frame) -> None:
+    """SIGTERM from the coordinator: kill this worker's device, then go."""
+    _drop_session()
+    os._exit(128 + signum)
+
+
 def _init_worker() -> None:
-    _die_with_parent()
+    die_with_parent()                                   # a SIGKILLed coordinator takes its workers along
+    signal.signal(signal.SIGINT, signal.SIG_IGN)        # a terminal's Ctrl-C: the coordinator decides
+    signal.signal(signal.SIGTERM, _worker_terminated)
 
 
 # ---- coordinator side --------------------------------------------------------
@@ -124,21 +130,19 @@ def make_executor(jobs: int, scheduler: str | None):
     return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker)
 
 
-def probe(target_name: str, params: dict | None = None):
+def probe(target_name: str, params: dict | None = None) -> tuple[Target, BuildResult, object]:
     """Build the target and boot it once for its HELLO (supported ops and pairs)."""
-    params = params or {}
-    target = registry.get(target_name, **params)
-    ok, why = target.available()
-    if not ok:
-        raise UserError(f"target {target_name} is not available: {why}")
-    build = target.build()
-    try:
-        session = target.open(build)
-    except MeasureError as e:
-        raise UserError(f"target {target_name} did not boot: {e}") from None
-    hello = session.hello
-    session.close()
-    return target, build, hello
+    target = registry.get(target_name, **(params or {}))
+    with target.session() as session:
+        return target, session.build_result, session.hello
+
+
+def _stop_workers(ex) -> None:
+    """Terminate the pool's workers now (each kills its device on SIGTERM) instead of
+    waiting for their kernels to finish; a Dask executor's workers are not ours to stop."""
+    if isinstance(ex, cf.ProcessPoolExecutor):
+        for p in multiprocessing.active_children():
+            p.terminate()
 
 
 def run_sweep(target_name: str, plan: str, store_path: str, jobs: int = 1, params: dict | None = None,
@@ -146,73 +150,100 @@ def run_sweep(target_name: str, plan: str, store_path: str, jobs: int = 1, param
               progress: bool = True, ops: list[str] | None = None) -> SweepSummary:
     params = params or {}
     if jobs < 1:
-        raise UserError("--jobs must be at least 1.")
-    specs_probe = expand(plan)   # validate the plan before building anything
-    del specs_probe
+        raise UserError(f"a sweep needs at least 1 worker, not {jobs}.")
+    plan_ = parse_plan(plan)   # validate the plan before building anything
     store = Store(store_path)
-    target, build, hello = probe(target_name, params)
+    try:
+        target, build, hello = probe(target_name, params)
+    except BaseException:
+        store.close()
+        raise
     info = dict(build.info)
     info["hello"] = hello.to_dict()
-    info["params"] = params
+    info["params"] = dict(target.params)
     store.add_target(build.fingerprint, target_name, info)
-    specs = expand(plan, hello.pairs, [o for o in hello.ops if ops is None or o in ops])
-    done = store.done_keys(build.fingerprint)
-    todo = [s for s in specs if s.key() not in done]
-    summary = SweepSummary(target_name, build.fingerprint, plan, len(specs), len(specs) - len(todo),
-                           build_cached=build.cached)
+    op_list = [o for o in hello.ops if ops is None or o in ops]
+    total = plan_.size(hello.pairs, op_list)
+    summary = SweepSummary(target_name, build.fingerprint, plan, total, 0, build_cached=build.cached)
     policy = policy or StatsPolicy()
+    batch_size = max(64, 8 * jobs)
     t0 = time.monotonic()
-    if not todo:
-        store.close()
-        return summary
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"{target_name} {plan}", unit="kernel", leave=False)
-    ex = make_executor(jobs, scheduler)
+    bar = ex = None
+    pending: set = set()
+    stopped = False
+    args = (target_name, params, build.to_dict())
     try:
-        futs = [ex.submit(measure_one, target_name, params, build.to_dict(), s.to_dict(), policy,
-                          target.deterministic, target.kernel_timeout) for s in todo]
-        for fut in cf.as_completed(futs):
-            m = fut.result()
-            store.put(m)
-            summary.measured += 1
-            summary.by_status[m.status] = summary.by_status.get(m.status, 0) + 1
-            if bar is not None:
-                bar.update(1)
-    except KeyboardInterrupt:
-        for f in futs:
+        for batch in batched(plan_.specs(hello.pairs, op_list), batch_size):
+            todo = _new_specs(store, build.fingerprint, batch)
+            summary.skipped_existing += len(batch) - len(todo)
+            if bar is None and progress and todo:
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, desc=f"{target_name} {plan}", unit="kernel", leave=False,
+                           initial=summary.skipped_existing)
+            elif bar is not None:
+                bar.update(len(batch) - len(todo))
+            if not todo:
+                continue
+            if ex is None:
+                ex = make_executor(jobs, scheduler)
+            pending |= {ex.submit(measure_one, *args, s.to_dict(), policy, target.deterministic,
+                                  target.kernel_timeout) for s in todo}
+            while len(pending) > 2 * batch_size:          # at most a few batches in flight
+                pending = _collect(pending, store, summary, bar)
+        while pending:
+            pending = _collect(pending, store, summary, bar)
+    except KeyboardInterrupt:       # Ctrl-C, SIGTERM (harness.errors.Terminated)
+        stopped = True
+        for f in pending:
             f.cancel()
+        if ex is not None:
+            _stop_workers(ex)
         raise
     except cf.process.BrokenProcessPool as e:
         raise UserError(f"a sweep worker died unexpectedly ({e}); re-run the same command to resume.") from None
     finally:
         if bar is not None:
             bar.close()
-        ex.shutdown(wait=True, cancel_futures=True)
+        if ex is not None:
+            ex.shutdown(wait=not stopped, cancel_futures=True)
         store.close()
-    summary.wall_s = time.monotonic() - t0
+    summary.wall_s = time.monotonic() - t0 if summary.measured else 0.0
     return summary
+
+
+def _new_specs(store: Store, fingerprint: str, batch: list[KernelSpec]) -> list[KernelSpec]:
+    """The specs of a batch that are neither stored nor repeated within the batch."""
+    done = store.done_among(fingerprint, [s.key() for s in batch])
+    out: dict[tuple, KernelSpec] = {}
+    for s in batch:
+        k = s.key()
+        if k not in done and k not in out:
+            out[k] = s
+    return list(out.values())
+
+
+def _collect(pending: set, store: Store, summary: SweepSummary, bar) -> set:
+    """Wait for at least one result, store every finished one, return what is still running."""
+    finished, rest = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+    for fut in finished:
+        m = fut.result()
+        store.put(m)
+        summary.measured += 1
+        summary.by_status[m.status] = summary.by_status.get(m.status, 0) + 1
+        if bar is not None:
+            bar.update(1)
+    return rest
 
 
 def measure_single(target_name: str, spec: KernelSpec, params: dict | None = None,
                    policy: StatsPolicy | None = None) -> tuple[Measurement, BuildResult]:
     """`mico measure`: one spec, in this process, errors as MeasureError."""
-    params = params or {}
-    target = registry.get(target_name, **params)
-    ok, why = target.available()
-    if not ok:
-        raise UserError(f"target {target_name} is not available: {why}")
-    build = target.build()
-    session = target.open(build)
-    try:
+    target = registry.get(target_name, **(params or {}))
+    with target.session() as session:
         if not session.supports(spec):
             raise UserError(f"target {target_name} does not support {spec.op} with qa={spec.qa}, qw={spec.qw};"
                             f" it supports {', '.join(f'{a}x{w}' for a, w in session.hello.pairs)}.")
-        m = measure(session, spec, build.fingerprint, target.deterministic, policy, target.kernel_timeout)
-    finally:
-        session.close()
-    return m, build
-
-
+        m = measure(session, spec, session.build_result.fingerprint, target.deterministic, policy,
+                    target.kernel_timeout)
+    return m, session.build_result

@@ -139,14 +139,13 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
     graph = imodel.graph
     check_scheme_matches(scheme, graph)
     target = registry.get(target_name, **(params or {}))
-    ok, why = target.available()
-    if not ok:
-        raise UserError(f"target {target_name} is not available: {why}")
-    build = target.build()
+    caps = target.capabilities()
+    if not (caps.model_images or caps.ir_models):
+        raise UserError(f"target {target_name} cannot run models (it only measures kernels).")
     gen = codegen.generate(graph, {"model": scheme.get("model"), "dataset": scheme.get("dataset")})
     t0 = time.monotonic()
     # firmware targets run the generated C image; accelerator targets map the IR graph themselves
-    image = None if getattr(target, "runs_integer_models", False) else codegen.compile_image(gen, target.model_toolchain())
+    image = codegen.compile_image(gen, target.model_toolchain()) if caps.model_images else None
     compile_s = time.monotonic() - t0
 
     from .datasets import load_dataset
@@ -162,16 +161,12 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
         ref = np.asarray(imodel.forward_int(xq), dtype=np.int64)
         fq_logits = qmodel(x)
     xq_np = np.asarray(xq, dtype=np.int8).reshape(len(y), -1)
-    try:
-        session = target.open(build)
-    except MeasureError as e:
-        raise UserError(f"target {target_name} did not boot: {e}") from None
-    try:
-        run = run_on_device(session, graph, xq_np, image, progress, f"deploy on {target_name}")
-    except MeasureError as e:
-        raise UserError(f"running the model on {target_name} failed: {e}") from None
-    finally:
-        session.close()
+    with target.session() as session:
+        try:
+            run = run_on_device(session, graph, xq_np, image, progress, f"deploy on {target_name}")
+        except MeasureError as e:
+            raise UserError(f"running the model on {target_name} failed: {e}") from None
+        build = session.build_result
     dev, times, totals = run.outputs, run.times, run.totals
     timed = timed_layers(graph)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from harness.cli import emit
+from harness.cli import emit, param_option
 from harness.errors import UserError
 
 
@@ -19,10 +19,10 @@ from harness.errors import UserError
 @click.option("--target", "target_name", required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Where to write deploy.json (default: next to the scheme).")
-@click.option("--limit", type=int, default=None, help="Only the first N test images.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N test images.")
 @click.option("--proxy", "proxy_path", type=click.Path(dir_okay=False), default=None,
               help="Latency proxy for the predictions (default: the one the scheme was searched with).")
-@click.option("--param", "params", multiple=True, help="Target parameter KEY=VALUE (repeatable).")
+@param_option()
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def deploy(scheme_path, target_name, output, limit, proxy_path, params, no_progress, as_json):
@@ -30,14 +30,12 @@ def deploy(scheme_path, target_name, output, limit, proxy_path, params, no_progr
     validate it: logits bit-exact against the PyTorch integer reference,
     accuracy, and measured vs predicted latency per layer and end to end.
     Exits 1 if any image's logits differ."""
-    from harness.commands import _params
-
     from .deploy import deploy as run_deploy
     from .deploy import summary_text, write_report
 
     if not Path(scheme_path).exists():
         raise UserError(f"scheme file {scheme_path} does not exist; run `mico search` first.")
-    res = run_deploy(scheme_path, target_name, limit=limit, progress=not no_progress, params=_params(params),
+    res = run_deploy(scheme_path, target_name, limit=limit, progress=not no_progress, params=params,
                      proxy_path=proxy_path)
     out = Path(output) if output else Path(scheme_path).with_name("deploy.json")
     write_report(res, out)

@@ -147,8 +147,7 @@ def validate(model: QuantModel, model_name: str, dataset, session, target, laten
     lo, hi = min(BITS), max(BITS)
     plan = [("all-lowest", ((lo, lo),) * n_layers), ("all-8x8", ((hi, hi),) * n_layers)]
     plan += [(f"random-{i}", s) for i, s in enumerate(random_schemes(n_layers, n_schemes, seed))]
-    caps_images = not getattr(target, "runs_integer_models", False)
-    tool = target.model_toolchain() if caps_images else None
+    tool = target.model_toolchain() if target.capabilities().model_images else None
     x_cal = dataset.x_train[:256]
     x_in = dataset.x_test[:n_images]
     results: list[SchemeResult] = []

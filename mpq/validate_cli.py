@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from harness.cli import emit
-from harness.errors import MeasureError, UserError
+from harness.cli import emit, param_option
+from harness.errors import UserError
 
 
 @click.command("validate")
@@ -23,7 +23,7 @@ from harness.errors import MeasureError, UserError
 @click.option("--images", "n_images", type=click.IntRange(min=1), default=2, show_default=True,
               help="Inputs run per scheme (each checked bit-exact).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--param", "params", multiple=True, help="Target parameter KEY=VALUE (repeatable).")
+@param_option()
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the validation JSON here.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -33,7 +33,6 @@ def validate(model_name, dataset, data_dir, target_name, proxy_path, n_schemes, 
     measured whole-model latency (MAPE, max |error|, Spearman rho), beside MiCo's
     two-point calibration.  Exits 1 if any run is not bit-exact."""
     from harness import registry
-    from harness.commands import _params
 
     from .datasets import load_dataset
     from .models import get_model
@@ -45,22 +44,15 @@ def validate(model_name, dataset, data_dir, target_name, proxy_path, n_schemes, 
         from .cli import load_latency
 
         latency_fn, _, _ = load_latency(proxy_path)
-    target = registry.get(target_name, **_params(params))
-    ok, why = target.available()
-    if not ok:
-        raise UserError(f"target {target_name} is not available: {why}")
-    build = target.build()
+    target = registry.get(target_name, **params)
+    caps = target.capabilities()
+    if not (caps.model_images or caps.ir_models):
+        raise UserError(f"target {target_name} cannot run models (it only measures kernels).")
     ds = load_dataset(dataset, data_dir)
     model = get_model(model_name, dataset)
-    try:
-        session = target.open(build)
-    except MeasureError as e:
-        raise UserError(f"target {target_name} did not boot: {e}") from None
-    try:
+    with target.session() as session:
         v = run_validate(model, model_name, ds, session, target, latency_fn, n_schemes, seed, n_images,
                          proxy_path, progress=not no_progress and not as_json)
-    finally:
-        session.close()
     doc = v.to_dict()
     if output:
         Path(output).write_text(json.dumps(doc, indent=1) + "\n")

@@ -96,8 +96,8 @@ def test_port_lock_refuses_a_second_holder_and_frees_on_death():
 
 
 def test_port_keys():
-    assert lock.port_key("socket://127.0.0.1:21450") == "socket-127.0.0.1_21450"
-    assert lock.port_key("rfc2217://lab-pc:4000?ign_set_control") == "rfc2217-lab-pc_4000"
+    assert lock.port_key("socket://127.0.0.1:21450") == "tcp-127.0.0.1-21450"
+    assert lock.port_key("rfc2217://lab-pc.invalid:4000?ign_set_control") == "tcp-lab-pc.invalid-4000"
     assert "dev" in lock.port_key("/dev/ttyUSB1")
 
 

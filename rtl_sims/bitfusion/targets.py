@@ -14,28 +14,28 @@ HALT (DMA, compute, drain and the last store included).
 not compute outputs, so its checksum is the NumPy reference's (the harness'
 verification of it is vacuous): its numbers are predictions, not measurements.
 
-Target parameters (``--param KEY=VALUE``): ``rows``, ``cols`` (array, default
-16 x 32), ``ibuf_kib``, ``wbuf_kib``, ``obuf_kib`` (64 / 32 / 16), ``dram_bits``
-(bits per cycle to DRAM, 128), ``dram_latency`` (cycles, 32), ``imem_depth``
-(1024), ``dram_mib`` (DRAM model size, 512) and ``timeout_s`` (wall-clock bound
-of one request, 1800).  All but ``timeout_s`` and ``dram_mib`` are part of the
-fingerprint.
+Target parameters (``--param KEY=VALUE``) are declared once in `PARAMS`
+below (``mico targets --json`` lists them): the array and buffer sizes, the
+DRAM width and latency and the instruction memory are part of the
+fingerprint; the DRAM model size and the wall-clock bound are not.
 """
 
 from __future__ import annotations
 
 import hashlib
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from harness.errors import (CrashError, DoesNotFitError, MeasureError, MismatchError, UnsupportedError,
                             UserError)
-from harness.protocol import Hello, KernelRun, LinkStats, ModelRun
+from harness.params import Param, at_least, between, integer, number, validate_params
+from harness.protocol import Hello, KernelRun, ModelRun
 from harness.registry import register
 from harness.spec import KernelSpec
-from harness.target import BuildResult, Session, Target, fingerprint_of
+from harness.target import BuildResult, Capabilities, DeviceSession, Session, Target, fingerprint_of
 from harness.transports import ProcessTransport
 from kernels import reference
 
@@ -51,41 +51,33 @@ TOP = "bf_top"
 PY_SOURCES = [HERE / "compiler.py", HERE / "model.py", HERE / "isa.py"]
 ALL_PAIRS = tuple((a, w) for a in (1, 2, 4, 8) for w in (1, 2, 4, 8))
 
-INT_PARAMS = {"rows": "rows", "cols": "cols", "dram_bits": "dram_bits", "dram_latency": "dram_latency",
-              "imem_depth": "imem_depth", "dram_mib": "dram_mib"}
-KIB_PARAMS = {"ibuf_kib": "ibuf_bytes", "wbuf_kib": "wbuf_bytes", "obuf_kib": "obuf_bytes"}
-PARAMS = set(INT_PARAMS) | set(KIB_PARAMS) | {"timeout_s"}
-
-
-def _int(v, name: str) -> int:
-    if isinstance(v, bool):
-        raise UserError(f"--param {name} must be an integer.")
-    if isinstance(v, int):
-        return v
-    try:
-        return int(str(v), 0)
-    except ValueError:
-        raise UserError(f"--param {name}={v!r} must be an integer.") from None
+_P = ArrayConfig()      # the published configuration
+PARAMS = (
+    Param("rows", integer, _P.rows, "Fusion Unit rows (a power of two >= 2)"),
+    Param("cols", integer, _P.cols, "Fusion Unit columns (a power of two >= 2)"),
+    Param("ibuf_kib", integer, _P.ibuf_bytes // 1024, "input buffer, KiB", check=at_least(1)),
+    Param("wbuf_kib", integer, _P.wbuf_bytes // 1024, "weight buffer, KiB", check=at_least(1)),
+    Param("obuf_kib", integer, _P.obuf_bytes // 1024, "output buffer, KiB", check=at_least(1)),
+    Param("dram_bits", integer, _P.dram_bits, "bits per cycle to DRAM (32 x a power of two, <= 1024)"),
+    Param("dram_latency", integer, _P.dram_latency, "DRAM latency in cycles", check=at_least(1)),
+    Param("imem_depth", integer, _P.imem_depth, "instruction memory depth in 64-bit words (a power of two)"),
+    Param("dram_mib", integer, _P.dram_mib, "size of the testbench's DRAM model in MiB", in_fingerprint=False,
+          check=between(1, 16384)),
+    Param("timeout_s", number, None, "wall-clock bound in seconds for one request (default 1800)",
+          in_fingerprint=False, check=at_least(1)),
+)
+_KIB = {"ibuf_kib": "ibuf_bytes", "wbuf_kib": "wbuf_bytes", "obuf_kib": "obuf_bytes"}
 
 
 def config_from_params(params: dict) -> ArrayConfig:
-    bad = sorted(set(params) - PARAMS)
-    if bad:
-        raise UserError(f"bitfusion targets have no parameter {bad[0]!r}; they take {', '.join(sorted(PARAMS))}.")
-    kw = {}
-    for k, field_ in INT_PARAMS.items():
-        if k in params:
-            kw[field_] = _int(params[k], k)
-    for k, field_ in KIB_PARAMS.items():
-        if k in params:
-            kw[field_] = _int(params[k], k) * 1024
+    """The array configuration the parameters describe (validated); also used by the benchmarks."""
+    v = validate_params(PARAMS, params, "bitfusion targets")
+    kw = {_KIB.get(k, k): (x * 1024 if k in _KIB else x) for k, x in v.items() if k != "timeout_s"}
     cfg = ArrayConfig(**kw)
     try:
         cfg.validate()
     except ValueError as e:
         raise UserError(f"bitfusion configuration rejected: {e}.") from None
-    if not 1 <= cfg.dram_mib <= 16384:
-        raise UserError("--param dram_mib must be in 1 .. 16384.")
     return cfg
 
 
@@ -108,26 +100,14 @@ def kernel_output_checksum(y: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(np.asarray(y, dtype="<i4")).tobytes())
 
 
-class _NullTransport:
-    def close(self, timeout: float = 0.0) -> None:
-        pass
-
-    def describe_failure(self) -> str:
-        return "analytical model (no process)"
-
-
-class _NullClient:
-    def __init__(self):
-        self.stats = LinkStats()
-
-    def bye(self) -> None:
-        pass
 
 
 # ---- sessions -------------------------------------------------------------------------------
 
-class BitFusionSession(Session):
+class BitFusionSession(DeviceSession):
     """A booted testbench: compiles each kernel, runs it on the RTL, checks and returns it."""
+
+    load_model = Session.load_model     # it maps models itself (load_ir_model), not generated C images
 
     def __init__(self, transport, client: BFClient, hello: Hello, cfg: ArrayConfig, timeout: float):
         super().__init__(transport, client, hello)
@@ -184,17 +164,16 @@ class BitFusionSession(Session):
 
 
 class ModelSession(Session):
-    """``bitfusion-model``: predictions only (no RTL, no outputs)."""
+    """``bitfusion-model``: predictions only (no RTL, no outputs, no byte stream)."""
 
     def __init__(self, hello: Hello, cfg: ArrayConfig):
-        super().__init__(_NullTransport(), _NullClient(), hello)
+        super().__init__(hello)
         self.cfg = cfg
         self.last: dict = {}
 
     def run_kernel(self, spec: KernelSpec, seed: int, warmup: int, repeats: int,
                    timeout: float | None = None) -> KernelRun:
-        if not self.supports(spec):
-            raise UnsupportedError(f"{self.hello.target_id} does not support {spec.op} {spec.qa}x{spec.qw}")
+        self.check_supported(spec)
         try:
             c = compile_kernel(self.cfg, spec.op, spec.shape, spec.qa, spec.qw)
         except CompileError as e:
@@ -205,9 +184,6 @@ class ModelSession(Session):
         crc = int(reference.expected_checksum(spec.op, spec.shape, spec.qa, spec.qw, seed))
         return KernelRun([p.cycles] * max(1, repeats), crc, spec.outputs)
 
-    def close(self) -> None:
-        pass
-
 
 # ---- targets ------------------------------------------------------------------------------------
 
@@ -215,15 +191,16 @@ class _BitFusionBase(Target):
     deterministic = True
     timer_unit = "cycles"
     kernel_timeout = 1800.0
+    PARAMS = PARAMS
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.cfg = config_from_params(params)
-        if "timeout_s" in params:
-            t = _int(params["timeout_s"], "timeout_s")
-            if t < 1:
-                raise UserError("--param timeout_s must be >= 1.")
-            self.kernel_timeout = float(t)
+        self.cfg = config_from_params(self.params)
+        if self.params["timeout_s"] is not None:
+            self.kernel_timeout = float(self.params["timeout_s"])
+
+    def capabilities(self) -> Capabilities:
+        return replace(self.CAPABILITIES, memory_bytes=self.cfg.dram_mib << 20)
 
     def _cfg_parts(self) -> dict:
         d = self.cfg.to_dict()
@@ -235,7 +212,7 @@ class BitFusionRTL(_BitFusionBase):
     name = "bitfusion-rtl"
     description = ("BitFusion accelerator RTL (16x32 Fusion Units, 64/32/16 KiB buffers, 128-bit DRAM by default) "
                    "under Verilator; unit: accelerator cycles")
-    runs_integer_models = True
+    CAPABILITIES = Capabilities(ir_models=True, modes=("kernel", "model"))
     boot_timeout = 60.0
 
     def available(self) -> tuple[bool, str]:
@@ -277,14 +254,15 @@ class BitFusionRTL(_BitFusionBase):
             info = client.info()
             client.timeout = self.kernel_timeout
         except MeasureError as e:
-            t.close()
-            raise CrashError(f"the bitfusion testbench did not answer HELLO: {e}", t.describe_failure()) from None
+            detail = t.describe_failure()
+            t.abort()
+            raise CrashError(f"the bitfusion testbench did not answer HELLO: {e}", detail) from None
         want = {"rows": self.cfg.rows, "cols": self.cfg.cols, "ibuf_bytes": self.cfg.ibuf_bytes,
                 "wbuf_bytes": self.cfg.wbuf_bytes, "obuf_bytes": self.cfg.obuf_bytes,
                 "dram_bits": self.cfg.dram_bits, "imem_depth": self.cfg.imem_depth}
         got = {k: info[k] for k in want}
         if got != want:
-            t.close()
+            t.abort()
             raise CrashError(f"the testbench was built for {got}, not {want}")
         return BitFusionSession(t, client, hello, self.cfg, self.kernel_timeout)
 
@@ -293,7 +271,6 @@ class BitFusionModel(_BitFusionBase):
     name = "bitfusion-model"
     description = ("analytical cycle model of the BitFusion accelerator (same tiling as bitfusion-rtl); "
                    "predictions, not measurements")
-    runs_integer_models = False
 
     def available(self) -> tuple[bool, str]:
         return True, ""

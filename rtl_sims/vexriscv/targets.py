@@ -14,18 +14,13 @@ run and its repeat are cycle-identical, as the deterministic-target policy
 requires.  The simulated clock has no frequency; HELLO reports a nominal
 100 MHz.
 
-Target parameters (``--param KEY=VALUE``; all but the time bounds are part of
-the fingerprint):
-
-- ``mem_kib``      RAM size in KiB (default 4096)
-- ``wait_states``  cycles every Wishbone beat waits for its ACK (default 0)
-- ``cycle_limit``  stop the simulator (exit 124, a crash record) after this many cycles
-                   without reading host input, boot included (default 0 = no bound
-                   beyond ``timeout_s``)
-- ``timeout_s``    wall-clock bound for one request (default 300 s, 900 s on vexriscv-cacheless)
-
-``vexiiriscv`` also takes ``core_verilog=FILE[,FILE...]``, ``core_top=NAME`` or
-``profile=FILE.toml`` (see docs/vexiiriscv.md and profiles/vexiiriscv.example.toml).
+Target parameters (``--param KEY=VALUE``) are declared in `PARAMS` below
+(``mico targets --json`` lists them with their help): the RAM size and the
+Wishbone wait states are part of the fingerprint, the cycle and time bounds
+are not.  ``vexiiriscv`` also takes ``core_verilog=FILE[,FILE...]``,
+``core_top=NAME`` or ``profile=FILE.toml`` and the core's port names (see
+docs/vexiiriscv.md and profiles/vexiiriscv.example.toml); those enter the
+fingerprint through the core description and the Verilog's digest.
 """
 
 from __future__ import annotations
@@ -34,13 +29,15 @@ import importlib.util
 import os
 import shutil
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.errors import BuildError, CrashError, MeasureError, ToolchainMissing, UserError
+from harness.params import Param, at_least, between, boolean, integer, number, text
 from harness.protocol import Client
 from harness.registry import register
-from harness.target import BuildResult, ModelToolchain, Session, Target, fingerprint_of
+from harness.target import (MODEL_IMAGES, BuildResult, Capabilities, DeviceSession, ModelToolchain, Target,
+                            fingerprint_of)
 from harness.transports import ProcessTransport
 from kernels import toolchain as tc
 
@@ -67,10 +64,29 @@ NO_VEXII = ("no VexiiRiscv Verilog configured: generate it with sbt (see docs/ve
             "and pass --param core_verilog=FILE")
 VEXII_ENV = "MICO_VEXIIRISCV_VERILOG"
 
-PARAMS = {"mem_kib", "wait_states", "cycle_limit", "timeout_s"}
 CORE_KEYS = {"verilog", "top", "ibus", "dbus", "clock", "reset", "reset_active_low", "reset_vector_port",
              "address", "ram_base", "mmio_base", "timer", "isa"}
-BYO_PARAMS = PARAMS | {"core_verilog", "core_top", "profile"} | CORE_KEYS
+
+PARAMS = (
+    Param("mem_kib", integer, DEFAULT_MEM_KIB, "RAM size in KiB", check=between(256, 1 << 20)),
+    Param("wait_states", integer, 0, "cycles every Wishbone beat waits for its ACK", check=between(0, 64)),
+    Param("cycle_limit", integer, 0, "stop the simulator (exit 124, a crash record) after this many cycles "
+          "without reading host input, boot included; 0 = no bound beyond timeout_s",
+          in_fingerprint=False, check=at_least(0)),
+    Param("timeout_s", number, None, "wall-clock bound in seconds for one request "
+          "(default 300, 900 on vexriscv-cacheless)", in_fingerprint=False, check=at_least(1)),
+)
+_CORE_HELP = "core profile setting (see docs/vexiiriscv.md); overrides the profile file"
+BYO_PARAMS = PARAMS + (
+    Param("core_verilog", text, None, "the core's Verilog, FILE[,FILE...]", in_fingerprint=False),
+    Param("core_top", text, None, "the core's top module (default VexiiRiscv)", in_fingerprint=False),
+    Param("profile", text, None, "a core profile FILE.toml ([core] table)", in_fingerprint=False),
+    *(Param(k, text, None, _CORE_HELP, in_fingerprint=False)
+      for k in ("ibus", "dbus", "clock", "reset", "reset_vector_port", "address", "timer", "isa")),
+    Param("reset_active_low", boolean, None, _CORE_HELP, in_fingerprint=False),
+    Param("ram_base", integer, None, _CORE_HELP, in_fingerprint=False),
+    Param("mmio_base", integer, None, _CORE_HELP, in_fingerprint=False),
+)
 
 
 def tools_missing() -> str:
@@ -154,23 +170,6 @@ class CoreProfile:
         return d
 
 
-def _int(v, name: str) -> int:
-    if isinstance(v, bool):
-        raise UserError(f"--param {name} must be an integer.")
-    if isinstance(v, int):
-        return v
-    try:
-        return int(str(v), 0)
-    except ValueError:
-        raise UserError(f"--param {name}={v!r} must be an integer.") from None
-
-
-def _bool(v) -> bool:
-    if isinstance(v, bool):
-        return v
-    return str(v).strip().lower() in ("1", "true", "yes", "on")
-
-
 class VexRiscvTarget(Target):
     """A Verilated core + testbench running the rv32im bench firmware."""
 
@@ -183,30 +182,19 @@ class VexRiscvTarget(Target):
     timer = "testbench"
     cfu = False
     isa = "rv32im"
+    PARAMS = PARAMS
+    CAPABILITIES = MODEL_IMAGES
 
     def __init__(self, **params):
-        allowed = self.allowed_params()
-        bad = sorted(set(params) - allowed)
-        if bad:
-            raise UserError(f"target {self.name} has no parameter {bad[0]!r}; it takes {', '.join(sorted(allowed))}.")
         super().__init__(**params)
-        self.mem_kib = _int(params.get("mem_kib", DEFAULT_MEM_KIB), "mem_kib")
-        self.wait_states = _int(params.get("wait_states", 0), "wait_states")
-        self.cycle_limit = _int(params.get("cycle_limit", 0), "cycle_limit")
-        if not 256 <= self.mem_kib <= 1 << 20:
-            raise UserError(f"--param mem_kib={self.mem_kib} is out of range (256 .. 1048576).")
-        if not 0 <= self.wait_states <= 64:
-            raise UserError(f"--param wait_states={self.wait_states} is out of range (0 .. 64).")
-        if self.cycle_limit < 0:
-            raise UserError("--param cycle_limit must be >= 0.")
-        if "timeout_s" in params:
-            t = _int(params["timeout_s"], "timeout_s")
-            if t < 1:
-                raise UserError("--param timeout_s must be >= 1.")
-            self.kernel_timeout = float(t)
+        self.mem_kib = self.params["mem_kib"]
+        self.wait_states = self.params["wait_states"]
+        self.cycle_limit = self.params["cycle_limit"]
+        if self.params["timeout_s"] is not None:
+            self.kernel_timeout = float(self.params["timeout_s"])
 
-    def allowed_params(self) -> set[str]:
-        return set(PARAMS)
+    def capabilities(self) -> Capabilities:
+        return replace(self.CAPABILITIES, memory_bytes=self.mem_kib * 1024)
 
     # ---- what is simulated ------------------------------------------------------------
     def profile(self) -> CoreProfile:
@@ -287,7 +275,7 @@ class VexRiscvTarget(Target):
         fw = self.build_firmware(prof)
         gcc_id = tc.tool_identity(shutil.which(RV_GCC) or RV_GCC)
         parts = {"target": self.name, "simulator": sim.digest, "firmware": fw.digest, "verilator": v.version,
-                 "cc": gcc_id, "mem_kib": self.mem_kib, "wait_states": self.wait_states, "core": prof.describe()}
+                 "cc": gcc_id, **self.fingerprint_params(), "core": prof.describe()}
         info = {"simulator_digest": sim.digest, "firmware_digest": fw.digest, "verilator": v.version,
                 "verilator_source": v.source, "cc": gcc_id, "cflags": FW_CFLAGS, "mem_kib": self.mem_kib,
                 "wait_states": self.wait_states, "core": prof.describe(), "verilator_flags": vl.FAST_FLAGS}
@@ -301,7 +289,7 @@ class VexRiscvTarget(Target):
             argv += ["--max-busy-cycles", str(self.cycle_limit)]
         return argv + [build.artifacts["firmware"]]
 
-    def open(self, build: BuildResult) -> Session:
+    def open(self, build: BuildResult) -> DeviceSession:
         for k in ("simulator", "firmware"):
             if not Path(build.artifacts[k]).exists():
                 raise CrashError(f"the {k} of {self.name} is gone from the build cache; build again")
@@ -313,10 +301,10 @@ class VexRiscvTarget(Target):
             hello = client.hello()
         except MeasureError as e:
             detail = t.describe_failure()
-            t.close(timeout=0.5)
+            t.abort()
             raise CrashError(f"{self.name} did not answer HELLO: {e}", detail) from None
         client.timeout = self.kernel_timeout
-        return Session(t, client, hello)
+        return DeviceSession(t, client, hello)
 
     def model_toolchain(self) -> ModelToolchain:
         gcc = shutil.which(RV_GCC)
@@ -377,13 +365,11 @@ class VexiiRiscvTarget(VexRiscvTarget):
     name = "vexiiriscv"
     description = ("bring-your-own VexiiRiscv (or any rv32im core with Wishbone buses): "
                    "--param core_verilog=FILE core_top=NAME, or profile=FILE.toml")
-
-    def allowed_params(self) -> set[str]:
-        return set(BYO_PARAMS)
+    PARAMS = BYO_PARAMS
 
     def _config(self) -> dict | None:
         """The core settings from (lowest to highest priority) env, profile file, params."""
-        p = self.params
+        p = {k: v for k, v in self.params.items() if v is not None}
         cfg: dict = {}
         base = Path.cwd()
         env = os.environ.get(VEXII_ENV, "").strip()
@@ -427,11 +413,12 @@ class VexiiRiscvTarget(VexRiscvTarget):
         if cfg is None:
             raise UserError(NO_VEXII)
         kw = dict(cfg)
-        for k in ("ram_base", "mmio_base"):
+        for k, parse in (("ram_base", integer), ("mmio_base", integer), ("reset_active_low", boolean)):
             if k in kw:
-                kw[k] = _int(kw[k], k)
-        if "reset_active_low" in kw:
-            kw["reset_active_low"] = _bool(kw["reset_active_low"])
+                try:
+                    kw[k] = parse(kw[k])
+                except ValueError as e:
+                    raise UserError(f"core setting {k}={kw[k]!r} must be {e}.") from None
         for k in ("top", "ibus", "dbus", "clock", "reset", "reset_vector_port", "address", "timer", "isa"):
             if k in kw:
                 kw[k] = str(kw[k])
