@@ -53,7 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BITS = (1, 2, 4, 8)
+from kernels.numeric import BITS
+
 SCALE_POLICIES = ("mico", "minmax")
 #: 2-bit scales under the "mico" policy (see the module doc)
 W2_MEAN_FACTOR = 1.5

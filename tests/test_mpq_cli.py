@@ -60,7 +60,7 @@ def test_search_writes_scheme_and_weights(tmp_path, proxy_file):
 
     # load_scheme: the deploy side gets the same numbers back
     model, im, d2 = load_scheme(out)
-    assert d2 == doc and not model.training
+    assert d2.to_dict() == doc and not model.training
     assert im.scheme == tuple((l["qa"], l["qw"]) for l in doc["layers"])
     data = load_dataset("digits")
     assert accuracy(model, data.x_test, data.y_test) == pytest.approx(acc["fakequant"])
@@ -74,7 +74,7 @@ def test_search_writes_scheme_and_weights(tmp_path, proxy_file):
     assert r2.exit_code == 0, r2.output
     assert "fake-quant" in r2.stdout and "pareto front" in r2.stdout
     d3 = read_scheme(out.parent / "second.json")
-    assert d3["train"]["float_cached"] is True and d3["accuracy"]["float"] == acc["float"]
+    assert d3.train["float_cached"] is True and d3.accuracy["float"] == acc["float"]
     assert (out.parent / "second.pt").is_file()
 
 
