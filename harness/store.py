@@ -204,8 +204,7 @@ class Store:
                 raise StoreError(f"cannot create the folder for store {self.path}: {e.strerror}.") from None
         self.db: sqlite3.Connection | None = None
         try:
-            uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
-            self.db = sqlite3.connect(uri, uri=readonly, timeout=30, isolation_level=None)
+            self.db = self._connect()
             self.schema_version = self._inspect()
             if not readonly:
                 self._prepare()
@@ -221,6 +220,23 @@ class Store:
             raise
 
     # ---- opening ----------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if not self.readonly:
+            return sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        uri = self.path.resolve().as_uri()   # percent-encoded: '?' or '#' in a name stay part of it
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        try:
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return db
+        except sqlite3.Error as e:
+            db.close()
+            wal = Path(str(self.path) + "-wal")
+            if not _is_disk_full(e, self.path) or (wal.exists() and wal.stat().st_size):
+                raise
+        # a reader of a WAL file needs room for its -shm index; on a full disk, with no
+        # pending log, the file alone is the whole store and can be read as immutable
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30, isolation_level=None)
+
     def _translate(self, e: sqlite3.Error) -> MicoError:
         msg = str(e)
         if _is_disk_full(e, self.path):

@@ -330,3 +330,39 @@ def test_tolerant_variants(inputs, tmp_path):
     assert "no cross-validation" in html and "computed from the candidates" in html
     assert "the budget line is not drawn" in html and "4, 17, 23" in html
     assert_png(tmp_path / "r" / "pareto.png")
+
+
+def test_deploy_report_dataclass_round_trip(tmp_path):
+    from mpq.deploy_report import DeployReport
+
+    doc = deploy_doc()
+    rep = DeployReport.from_dict(doc)
+    assert rep.bit_exact is False and rep.mismatches == 3 and rep.accuracy.target == 0.94
+    assert [l.name for l in rep.latency.layers] == ["conv1", "pool1", "conv2", "<fc>"]
+    assert rep.latency.layers[0].spec == KernelSpec.from_dict(LAYERS[0]["spec"])
+    path = rep.write(tmp_path / "d.json")
+    again = DeployReport.read(path)
+    assert again == rep
+    for k, v in doc.items():
+        if k != "latency":
+            assert again.to_dict()[k] == v, k
+    assert again.to_dict()["latency"]["layers"] == doc["latency"]["layers"]
+    listed = DeployReport.from_dict({**doc, "mismatches": [4, 17, 23]})
+    assert listed.mismatches == 3 and listed.mismatch_ids == [4, 17, 23]
+
+
+@pytest.mark.parametrize("over,match", [
+    ({"bit_exact": "yes"}, "'bit_exact' is not true or false"),
+    ({"mismatches": "three"}, "neither a count nor a list"),
+    ({"latency": {"layers": [{"name": "a", "measured_median": "fast"}]}}, "layer 0 has a non-numeric 'measured_median'"),
+    ({"latency": {"layers": [{"name": "a", "spec": {"op": "matmul", "shape": [1, 2], "qa": 8, "qw": 8}}]}},
+     "layer 0 has a malformed kernel spec"),
+    ({"accuracy": [0.9]}, "'accuracy' is not an object"),
+])
+def test_deploy_report_malformed_fields_are_one_sentence(over, match):
+    from harness.errors import UserError
+    from mpq.deploy_report import DeployReport
+
+    with pytest.raises(UserError, match=match) as e:
+        DeployReport.from_dict({**deploy_doc(), **over}, "deploy file d.json")
+    assert str(e.value).startswith("deploy file d.json is malformed: ") and "\n" not in str(e.value)
