@@ -53,8 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.numeric import BITS
-
+BITS = (1, 2, 4, 8)
 SCALE_POLICIES = ("mico", "minmax")
 #: 2-bit scales under the "mico" policy (see the module doc)
 W2_MEAN_FACTOR = 1.5

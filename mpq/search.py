@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 from harness.errors import UserError
-from kernels.numeric import BITS
 
 from .evaluate import LatencyFn
 from .models import QuantModel, Scheme, normalize_scheme
@@ -34,6 +33,7 @@ from .train import accuracy, qat, quantize
 
 log = logging.getLogger(__name__)
 
+BITS = (1, 2, 4, 8)
 SEARCHERS = ("random", "evolution")
 
 

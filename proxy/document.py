@@ -1,4 +1,5 @@
-"""The proxy file (``"format": "mico-proxy", "version": 1``) as dataclasses.
+"""The proxy file (``"format": "mico-proxy", "version": 1``) as dataclasses, and the
+training set (`TrainingSet`: kernels + latencies of one build and op) it stores.
 
 A proxy file never holds a pickled model: per op it holds the configuration,
 the training data (spec dicts + values) with a sha256 digest of it, the CV
@@ -19,11 +20,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from harness.documents import read_document, write_document
 from harness.errors import MicoError
 from harness.spec import OPS, KernelSpec
+
+if TYPE_CHECKING:
+    from .model import LatencyProxy
 
 FORMAT = "mico-proxy"
 VERSION = 1
@@ -42,16 +46,50 @@ def training_digest(specs: Sequence[KernelSpec], values: Sequence[float]) -> str
 
 
 @dataclass
-class ProxyEntry:
-    """One fitted proxy of a proxy file: what is needed to refit it exactly."""
+class TrainingSet:
+    """The kernels and latencies of one target build and op: what a proxy is fit on."""
 
-    config: dict
+    op: str
     specs: list[KernelSpec]
     values: list[float]
     unit: str | None = None
     target: str | None = None
     fingerprint: str | None = None
-    n_shapes: int = 0
+
+    @classmethod
+    def from_rows(cls, rows: Iterable, op: str) -> "TrainingSet":
+        """From store `Measurement`s (`Store.rows`): the successful `op` rows, of one build and unit."""
+        rows = [m for m in rows if m.spec.op == op and m.status == "ok" and m.median is not None]
+        fps = sorted({m.fingerprint for m in rows})
+        if len(fps) > 1:
+            raise MicoError(f"the {op} rows mix {len(fps)} target builds ({', '.join(f[:12] for f in fps)}); "
+                            "fit one proxy per build.")
+        units = sorted({str(m.unit) for m in rows if m.unit is not None})
+        if len(units) > 1:
+            raise MicoError(f"the {op} rows mix the units {', '.join(units)}; fit one proxy per unit.")
+        names = sorted({m.target for m in rows if m.target is not None})
+        return cls(op, [m.spec for m in rows], [float(m.median) for m in rows], units[0] if units else None,
+                   names[0] if len(names) == 1 else None, fps[0] if fps else None)
+
+    @property
+    def n_shapes(self) -> int:
+        return len({s.shape for s in self.specs})
+
+    def fit(self, features: str = "cbops", model: str = "linear", *, cv: bool = True,
+            random_state: int = 0) -> "LatencyProxy":
+        """A LatencyProxy of this op fit on this set (with its unit, target and fingerprint)."""
+        from .model import LatencyProxy
+
+        return LatencyProxy(self.op, features, model, random_state).fit(
+            self.specs, self.values, cv=cv, unit=self.unit, target=self.target, fingerprint=self.fingerprint)
+
+
+@dataclass
+class ProxyEntry:
+    """One fitted proxy of a proxy file: its configuration and training set, enough to refit it exactly."""
+
+    config: dict
+    training: TrainingSet
     cv: dict | None = None
     check: list[float] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
@@ -59,21 +97,18 @@ class ProxyEntry:
 
     def __post_init__(self):
         if not self.digest:
-            self.digest = training_digest(self.specs, self.values)
-
-    @property
-    def n_train(self) -> int:
-        return len(self.specs)
+            self.digest = training_digest(self.training.specs, self.training.values)
 
     def to_dict(self) -> dict:
+        t = self.training
         return {
             "config": dict(self.config),
-            "unit": self.unit,
-            "target": {"name": self.target, "fingerprint": self.fingerprint},
-            "n_train": self.n_train,
-            "n_shapes": self.n_shapes,
+            "unit": t.unit,
+            "target": {"name": t.target, "fingerprint": t.fingerprint},
+            "n_train": len(t.specs),
+            "n_shapes": t.n_shapes,
             "cv": self.cv,
-            "training": {"specs": [s.to_dict() for s in self.specs], "values": [float(v) for v in self.values]},
+            "training": {"specs": [s.to_dict() for s in t.specs], "values": [float(v) for v in t.values]},
             "digest": self.digest,
             "check": [float(v) for v in self.check],
             "versions": dict(self.versions),
@@ -121,10 +156,10 @@ class ProxyEntry:
         if digest != training_digest(specs, values):
             raise MicoError(f"{where} does not match its sha256 digest, so the file was modified or corrupted; "
                             "refit it.")
-        return cls(config={**config, "op": op}, specs=specs, values=[float(v) for v in values],
-                   unit=None if unit is None else str(unit), target=tgt.get("name"),
-                   fingerprint=tgt.get("fingerprint"), n_shapes=len({s.shape for s in specs}), cv=cv,
-                   check=[float(v) for v in check], versions=versions, digest=digest)
+        data = TrainingSet(op, specs, [float(v) for v in values], None if unit is None else str(unit),
+                           tgt.get("name"), tgt.get("fingerprint"))
+        return cls(config={**config, "op": op}, training=data, cv=cv, check=[float(v) for v in check],
+                   versions=versions, digest=digest)
 
 
 @dataclass

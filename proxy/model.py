@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -43,7 +42,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from harness.errors import MicoError
 from harness.spec import OPS, KernelSpec
 
-from .document import ProxyEntry, ProxyFile, training_digest  # noqa: F401  (training_digest: re-exported)
+from .document import ProxyEntry, ProxyFile, TrainingSet, training_digest  # noqa: F401  (re-exported)
 from .features import FEATURE_SETS, spec_list
 from .features import features as make_features
 
@@ -186,8 +185,9 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
         check = [float(v) for v in self.predict(self.train_specs_[:_N_CHECK])]
         return ProxyEntry(
             config={k: (int(v) if k == "random_state" else v) for k, v in self.get_params().items()},
-            specs=list(self.train_specs_), values=list(self.train_values_), unit=self.unit, target=self.target,
-            fingerprint=self.fingerprint, n_shapes=self.n_shapes, cv=self.cv_, check=check, versions=_versions(),
+            training=TrainingSet(self.op, list(self.train_specs_), list(self.train_values_), self.unit, self.target,
+                                 self.fingerprint),
+            cv=self.cv_, check=check, versions=_versions(),
         )
 
     def to_json(self, path: str | Path) -> Path:
@@ -210,11 +210,11 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
     def from_entry(cls, entry: ProxyEntry, where: str = "the proxy") -> "LatencyProxy":
         """Refit the proxy an entry describes; warns if it does not reproduce the saved predictions."""
         proxy = cls(**entry.config)
-        proxy.fit(entry.specs, entry.values, cv=False, unit=entry.unit, target=entry.target,
-                  fingerprint=entry.fingerprint)
+        t = entry.training
+        proxy.fit(t.specs, t.values, cv=False, unit=t.unit, target=t.target, fingerprint=t.fingerprint)
         proxy.cv_ = entry.cv
         if entry.check:
-            again = proxy.predict(entry.specs[: len(entry.check)])
+            again = proxy.predict(t.specs[: len(entry.check)])
             if len(entry.check) != len(again) or not np.array_equal(np.asarray(entry.check, dtype=np.float64), again):
                 log.warning("%s: refitting did not reproduce the saved predictions exactly (saved with %s, now %s)",
                             where, entry.versions, _versions())
@@ -245,43 +245,6 @@ def load_proxies(path: str | Path, other: float = 0.0) -> "ModelLatency":
     entries = ProxyFile.read(path).proxies
     return ModelLatency({op: LatencyProxy.from_entry(e, f"{path}: the {op} proxy") for op, e in entries.items()},
                         other=other)
-
-
-@dataclass
-class TrainingSet:
-    """The kernels and latencies of one target build and op: what a proxy is fit on."""
-
-    op: str
-    specs: list[KernelSpec]
-    values: list[float]
-    unit: str | None = None
-    target: str | None = None
-    fingerprint: str | None = None
-
-    @classmethod
-    def from_rows(cls, rows: Iterable, op: str) -> "TrainingSet":
-        """From store `Measurement`s (`Store.rows`): the successful `op` rows, of one build and unit."""
-        rows = [m for m in rows if m.spec.op == op and m.status == "ok" and m.median is not None]
-        fps = sorted({m.fingerprint for m in rows})
-        if len(fps) > 1:
-            raise MicoError(f"the {op} rows mix {len(fps)} target builds ({', '.join(f[:12] for f in fps)}); "
-                            "fit one proxy per build.")
-        units = sorted({str(m.unit) for m in rows if m.unit is not None})
-        if len(units) > 1:
-            raise MicoError(f"the {op} rows mix the units {', '.join(units)}; fit one proxy per unit.")
-        names = sorted({m.target for m in rows if m.target is not None})
-        return cls(op, [m.spec for m in rows], [float(m.median) for m in rows], units[0] if units else None,
-                   names[0] if len(names) == 1 else None, fps[0] if fps else None)
-
-    @property
-    def n_shapes(self) -> int:
-        return len({s.shape for s in self.specs})
-
-    def fit(self, features: str = "cbops", model: str = "linear", *, cv: bool = True,
-            random_state: int = 0) -> LatencyProxy:
-        """A LatencyProxy of this op fit on this set (with its unit, target and fingerprint)."""
-        return LatencyProxy(self.op, features, model, random_state).fit(
-            self.specs, self.values, cv=cv, unit=self.unit, target=self.target, fingerprint=self.fingerprint)
 
 
 # ---- whole-network latency ----------------------------------------------------------
