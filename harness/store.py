@@ -379,7 +379,7 @@ class Store:
             if other_fp != fingerprint and other_source != source:
                 raise StoreError(
                     f"store {self.path} already holds {other_source} rows under the target name {name!r}; "
-                    f"store these {source} rows under another name so the two never mix."
+                    f"{source} rows cannot join them, so use another name for one of the two or another store."
                 )
         try:
             info_text = json.dumps(info, sort_keys=True, allow_nan=False)
