@@ -61,20 +61,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_data(args):
     """(specs, values, description) from the store or the synthetic generator."""
-    from proxy.features import as_specs
-
     if args.store:
+        import numpy as np
+
         from harness.store import Store
 
         with Store(args.store, readonly=True) as st:
-            df = st.frame(args.target, args.op)
-        if len(df):
-            df = df[df["value"].notna()]
-        if len(df) == 0:
+            rows = [m for m in st.rows(args.target, args.op) if m.median is not None]
+        if not rows:
             raise SystemExit(f"store {args.store} has no ok {args.op} measurements for target {args.target!r}")
         source = {"kind": "store", "store": str(args.store), "target": args.target,
-                  "unit": sorted(map(str, df["unit"].dropna().unique()))}
-        return as_specs(df), df["value"].to_numpy(dtype=float), source
+                  "unit": sorted({str(m.unit) for m in rows if m.unit is not None})}
+        return [m.spec for m in rows], np.asarray([m.median for m in rows], dtype=float), source
     from proxy.synthetic import synthetic_dataset
 
     n_shapes = max(2, math.ceil(args.rows / 16))

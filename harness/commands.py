@@ -93,54 +93,81 @@ def sweep(target_name, plan, store_path, jobs, scheduler, ops, params, budget, n
          f"{s.measured} measured ({statuses}) in {s.wall_s:.1f} s -> {store_path}")
 
 
+def _existing_store(store_path: str) -> Store:
+    """A read-only store, with the CLI's hint when the file is missing."""
+    if not Path(store_path).exists():
+        raise UserError(f"store {store_path} does not exist; run `mico sweep --store {store_path}` first.")
+    return Store(store_path, readonly=True)
+
+
 @main.command()
 @click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--target", "target_name", required=True)
+@click.option("--target", "target_name", required=True, help="Target name or fingerprint prefix.")
 @click.option("--op", type=click.Choice(["matmul", "conv2d"]), required=True)
 @click.option("--format", "fmt", type=click.Choice(["mico-csv", "csv", "parquet"]), default="csv", show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 def export(store_path, target_name, op, fmt, output):
-    """Export measurements (status ok) of one target and op."""
-    from . import mico_csv
+    """Export measurements (status ok) of one target and op.
 
-    store = Store(store_path, readonly=True)
-    df = store.frame(target_name, op)
-    if df.empty:
+    The file is written to a temporary name and renamed into place, so a
+    failure (a full disk) leaves any previous file intact.
+    """
+    import io
+
+    from . import mico_csv
+    from .documents import atomic_write
+
+    with _existing_store(store_path) as store:
+        rows = [m for m in store.rows(target_name, op, "ok") if m.median is not None]
+        df = store.frame(target_name, op) if rows and fmt != "mico-csv" else None
+    if not rows:
         raise UserError(f"store {store_path} has no successful {op} measurements for {target_name}.")
     out = Path(output)
-    try:
-        if fmt == "mico-csv":
-            rows = [(KernelSpec(op, tuple(int(x) for x in s.split(",")), int(a), int(w)), float(v))
-                    for s, a, w, v in zip(df["shape"], df["qa"], df["qw"], df["value"])]
-            mico_csv.write_mico_csv(rows, op, out)
-        elif fmt == "csv":
-            df.to_csv(out, index=False)
-        else:
-            df.to_parquet(out, index=False)
-    except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror}.") from None
-    click.echo(f"wrote {len(df)} rows to {out}")
+    if fmt == "mico-csv":
+        fps = sorted({m.fingerprint for m in rows})
+        if len(fps) > 1:
+            raise UserError(
+                f"target {target_name!r} has {len(fps)} builds in store {store_path} "
+                f"({', '.join(f[:12] for f in fps)}); a MiCo CSV holds one, so pass a fingerprint prefix as --target."
+            )
+        mico_csv.write_mico_csv(rows, op, out)
+    elif fmt == "csv":
+        atomic_write(out, df.to_csv(index=False), what="CSV export")
+    else:
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        atomic_write(out, buf.getvalue(), what="Parquet export")
+    click.echo(f"wrote {len(rows)} rows to {out}")
 
 
 @main.command(name="import")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--target", "target_name", required=True, help="Name under which the rows are stored.")
+@click.option("--target", "target_name", required=True,
+              help="Name under which the rows are stored; it must not name a measured target.")
 @click.option("--op", type=click.Choice(["matmul", "conv2d"]), required=True)
 @click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--unit", default="ns", show_default=True, help="Unit of the Time column.")
+@click.option("--unit", default="ns", show_default=True, type=click.Choice(["ns", "cycles"]),
+              help="Unit of the Time column.")
 def import_(file, target_name, op, store_path, unit):
-    """Import one of MiCo's CSV files (all rows or none)."""
+    """Import one of MiCo's CSV files (all rows or none).
+
+    The rows are stored as source 'imported' under a fingerprint of their own
+    with the file's name and sha256; importing the same op under the same
+    name again replaces them.  A name that holds measured rows is refused.
+    """
+    import hashlib
+    import time
+
     from . import mico_csv
     from .target import fingerprint_of
 
-    rows = mico_csv.read_mico_csv(Path(file), op)
+    path = Path(file)
+    rows = mico_csv.read_mico_csv(path, op)
     fp = fingerprint_of({"imported": target_name})
-    store = Store(store_path)
-    store.add_target(fp, target_name, {"imported_from": str(file)})
+    info = {"file": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "rows": len(rows), "unit": unit, "imported_at": time.time()}
     ms = [Measurement(spec=s, fingerprint=fp, unit=unit, raw=[v], median=v, iqr=0.0, min=v, source="imported")
           for s, v in rows]
-    n = store.put_many(ms, replace=True)
-    store.close()
+    with Store(store_path) as store:
+        n = store.import_rows(fp, target_name, op, info, ms)
     click.echo(f"imported {n} rows from {file} as target {target_name}")
-
-

@@ -1,24 +1,44 @@
 """Typed errors.
 
-Two families: `UserError` (something the user can fix: one sentence, exit 2,
-never a traceback) and `MeasureError` (a measurement that failed on a target;
-recorded in the store with its error class, the sweep goes on).  The split
-mirrors TVM's build/run separation: build problems are user/toolchain errors,
-run problems are per-measurement records.
+Two families:
+
+- `MicoError` (a ``ValueError``): bad input or state the caller can fix, in
+  one sentence that names the thing (file, parameter, option) -- never a CLI
+  flag, because library code is also called from Python.  The CLI
+  (`harness.cli.MicoGroup`) prints it and exits 2; CLI modules add flag hints
+  where they know them.  `UserError` is the same class under the name the CLI
+  and older code use.
+- `MeasureError`: a measurement that failed on a target; recorded in the
+  store with its error class, the sweep goes on (the CLI exits 1).
+
+The split mirrors TVM's build/run separation: build problems are user/toolchain
+errors, run problems are per-measurement records.
 """
 
 from __future__ import annotations
 
 
-class UserError(Exception):
-    """A problem the user can fix; the CLI prints str(self) and exits 2."""
+class MicoError(ValueError):
+    """A problem the caller can fix, described in one sentence."""
 
 
-class ToolchainMissing(UserError):
+#: the name the CLI catches (exit 2); the same class as MicoError
+UserError = MicoError
+
+
+class StoreError(MicoError):
+    """A results store that cannot be opened, read or written as asked."""
+
+
+class DiskFullError(MicoError):
+    """A write failed for lack of space; the previous contents are intact."""
+
+
+class ToolchainMissing(MicoError):
     """A compiler, simulator or other external tool is not installed."""
 
 
-class BuildError(UserError):
+class BuildError(MicoError):
     """Building firmware / a simulator failed; carries the tool's stderr."""
 
     def __init__(self, message: str, stderr: str = ""):

@@ -19,12 +19,13 @@ This module belongs to harness/ and imports nothing from proxy/ or mpq/.
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
-import tempfile
+import re
 from pathlib import Path
 from typing import Iterable
 
+from .documents import atomic_write
 from .errors import UserError
 from .spec import OPS, KernelSpec, check_bits
 
@@ -38,6 +39,12 @@ _WRITE_HEADER = {
     "conv2d": ("H", "W", "C", "K", "Ks", "S", "QA", "QW", "Time"),
 }
 _CONV_OPTIONAL = {"N": 1, "P": 0, "G": 1}
+#: largest size a cell may hold (the firmware's fields are 32-bit signed)
+MAX_SIZE = 2**31 - 1
+#: a latency beyond a 64-bit counter is a typo, not a measurement
+MAX_TIME = 2.0**63
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def _check_op(op: str) -> None:
@@ -46,37 +53,78 @@ def _check_op(op: str) -> None:
 
 
 def _int_cell(text: str, col: str, where: str) -> int:
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not math.isfinite(v) or v != int(v):
-        shown = text if text else "(empty)"
-        raise UserError(f"{where}: {col}={shown!r} is not an integer.")
-    return int(v)
+    """An integer cell, exactly ("1e30" and 10^23 are read as what they say, then refused by range)."""
+    shown = text if text else "(empty)"
+    if _INT.fullmatch(text):
+        v = int(text)
+    else:
+        f = float(text) if _FLOAT.fullmatch(text) else math.nan
+        if not math.isfinite(f) or f != int(f):
+            raise UserError(f"{where}: {col}={shown!r} is not an integer.")
+        v = int(f)
+    if not 0 <= v <= MAX_SIZE:
+        raise UserError(f"{where}: {col}={text} is out of range; sizes must lie between 0 and 2^31-1.")
+    return v
 
 
-def read_mico_csv(path: str | Path, op: str) -> list[tuple[KernelSpec, float]]:
-    """[(KernelSpec, Time)] from one of MiCo's CSVs; UserError (one sentence) on bad input."""
-    _check_op(op)
-    path = Path(path)
-    name = str(path)
+def _time_cell(text: str, where: str) -> float:
+    if not _FLOAT.fullmatch(text) and text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity"):
+        raise UserError(f"{where}: Time={text or '(empty)'!r} is not a number.")
+    t = float(text)
+    if not math.isfinite(t) or t <= 0:
+        raise UserError(f"{where}: Time={text} is not a positive latency.")
+    if t >= MAX_TIME:
+        raise UserError(f"{where}: Time={text} is not a plausible latency (it must be below 2^63).")
+    return t
+
+
+def _read_rows(path: Path, name: str) -> list[tuple[int, list[str]]]:
+    """(first physical line, cells) of every non-blank CSV row; quotes must close on their own line."""
+    rows: list[tuple[int, list[str]]] = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            lines = list(csv.reader(f))
+            reader = csv.reader(f, strict=True)
+            start = 1
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as e:
+                    if "end of data" in str(e):
+                        raise UserError(f"line {start} of {name}: a quoted cell is never closed "
+                                        "(an unterminated quote).") from None
+                    raise UserError(f"line {reader.line_num} of {name}: {e} (malformed quoting).") from None
+                if reader.line_num != start:
+                    raise UserError(f"line {start} of {name}: a quoted cell spans several lines, "
+                                    "which a MiCo CSV never has.")
+                if any(c.strip() for c in row):
+                    rows.append((start, row))
+                start = reader.line_num + 1
     except FileNotFoundError:
         raise UserError(f"MiCo CSV {name} does not exist.") from None
     except IsADirectoryError:
         raise UserError(f"MiCo CSV {name} is a directory, not a file.") from None
     except UnicodeDecodeError:
         raise UserError(f"{name} is not a text CSV file.") from None
-    except csv.Error as e:
-        raise UserError(f"{name} is not a readable CSV file ({e}).") from None
     except OSError as e:
         raise UserError(f"cannot read MiCo CSV {name} ({e.strerror or e}).") from None
+    return rows
+
+
+def read_mico_csv(path: str | Path, op: str) -> list[tuple[KernelSpec, float]]:
+    """[(KernelSpec, Time)] from one of MiCo's CSVs; UserError (one sentence) on bad input.
+
+    Sizes are integers in 0 .. 2^31-1 (then checked by KernelSpec), QA/QW
+    supported bit-widths, Time a finite positive number below 2^63; a row
+    that breaks any of these is refused with its line number.
+    """
+    _check_op(op)
+    path = Path(path)
+    name = str(path)
+    numbered = _read_rows(path, name)
 
     want = LAYOUTS[op]
-    numbered = [(i + 1, row) for i, row in enumerate(lines) if any(c.strip() for c in row)]
     if not numbered:
         raise UserError(f"{name} is empty; a MiCo {op} CSV starts with the header {','.join(want)}.")
     header_line, header = numbered[0]
@@ -108,12 +156,7 @@ def read_mico_csv(path: str | Path, op: str) -> list[tuple[KernelSpec, float]]:
             check_bits("QW", v["QW"])
         except UserError as e:
             raise UserError(f"{where}: {e}") from None
-        try:
-            t = float(cell["TIME"])
-        except ValueError:
-            raise UserError(f"{where}: Time={cell['TIME'] or '(empty)'!r} is not a number.") from None
-        if not math.isfinite(t) or t <= 0:
-            raise UserError(f"{where}: Time={cell['TIME']} is not a positive latency.")
+        t = _time_cell(cell["TIME"], where)
         if op == "matmul":
             shape = (v["N"], v["M"], v["K"])
         else:
@@ -174,20 +217,11 @@ def write_mico_csv(rows: Iterable, op: str, path: str | Path) -> Path:
                 )
             cells = [d["H"], d["W"], d["C"], d["K"], d["KS"], d["S"]]
         out_rows.append([*map(str, cells), str(spec.qa), str(spec.qw), _fmt_time(t)])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                w = csv.writer(f, lineterminator="\n")
-                w.writerow(_WRITE_HEADER[op])
-                w.writerows(out_rows)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as e:
-        raise UserError(f"cannot write MiCo CSV {path} ({e.strerror or e}).") from None
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(_WRITE_HEADER[op])
+    w.writerows(out_rows)
+    atomic_write(path, buf.getvalue(), what="MiCo CSV")
     return path
 
 

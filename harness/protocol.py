@@ -15,6 +15,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kernels.numeric import BITS
+
 from .errors import (CrashError, DoesNotFitError, MeasureError, ProtocolError, TimeoutMeasureError,
                      UnsupportedError)
 
@@ -23,7 +25,6 @@ REP_OFFSET = 0x80
 REP_ERROR = 0xFF
 ERR_BAD_FRAME, ERR_BAD_REQUEST, ERR_UNSUPPORTED, ERR_DOES_NOT_FIT, ERR_NO_MODEL, ERR_MODEL_INVALID = range(1, 7)
 OP_CODES = {"matmul": 0, "conv2d": 1}
-BITS = (1, 2, 4, 8)
 
 
 def cobs_encode(data: bytes) -> bytes:

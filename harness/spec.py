@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from kernels import numeric
+from kernels.numeric import BITS, SPEC_BITS
+
 from .errors import UserError
 
-BITS = (1, 2, 4, 8)
 OPS = ("matmul", "conv2d")
 
 MATMUL_FIELDS = ("N", "M", "K")
@@ -21,9 +23,8 @@ MAX_REDUCTION = (2**31 - 1) // (128 * 128)
 
 
 def check_bits(name: str, b: int, allowed=BITS) -> int:
-    if b not in allowed:
-        raise UserError(f"{name}={b} is not a supported bit-width; use one of {', '.join(map(str, allowed))}.")
-    return b
+    """kernels.numeric.check_bits raising the library error (a one-sentence ValueError)."""
+    return numeric.check_bits(name, b, allowed, error=UserError)
 
 
 @dataclass(frozen=True, order=True)
@@ -52,8 +53,8 @@ class KernelSpec:
         want = self.FIELDS[self.op]
         if len(shape) != len(want):
             raise UserError(f"{self.op} shape needs {len(want)} numbers ({','.join(want)}), got {len(shape)}.")
-        check_bits("qa", self.qa)
-        check_bits("qw", self.qw)
+        check_bits("qa", self.qa, SPEC_BITS)
+        check_bits("qw", self.qw, SPEC_BITS)
         d = self.dims
         if self.op == "matmul":
             if min(shape) < 1:

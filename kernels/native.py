@@ -16,10 +16,10 @@ from typing import Sequence
 import numpy as np
 
 from kernels import toolchain
+from kernels.numeric import BITS
 
 CFLAGS = ("-O2", "-fPIC", "-shared", "-std=c99", "-Wall", "-Wextra", "-Werror")
 LIB_NAME = "libmico_kernels.so"
-BITS = (1, 2, 4, 8)
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None

@@ -16,23 +16,14 @@ from typing import Sequence
 
 import numpy as np
 
-BITS = (1, 2, 4, 8)
+from .numeric import BITS, check_bits, value_range  # noqa: F401  (value_range: part of this module's API)
+
 XORSHIFT_ZERO_STATE = 0x9E3779B9   # replaces the state 0 before the first step
 _MASK32 = 0xFFFFFFFF
 
 
 def _check_bits(b: int) -> int:
-    if b not in BITS:
-        raise ValueError(f"bit-width {b!r} is not one of {BITS}")
-    return int(b)
-
-
-def value_range(b: int) -> tuple[int, int]:
-    """(lowest, highest) value of a b-bit code: b=1 -> (-1, 1)."""
-    _check_bits(b)
-    if b == 1:
-        return -1, 1
-    return -(1 << (b - 1)), (1 << (b - 1)) - 1
+    return check_bits("bit-width", b, BITS)
 
 
 def words_per_row(L: int, b: int) -> int:

@@ -19,7 +19,7 @@ from .evaluate import (cbops_latency, integer_accuracy, latency_fn_from_proxy,
                        latency_unit, size_bits, total_bops)
 from .integer import build_integer_model
 from .models import MODELS, QuantModel, get_model
-from .scheme import save_scheme
+from .scheme import SchemeDoc, SchemeLayer, read_scheme, save_scheme
 from .search import SEARCHERS, PTQEvaluator, model_budget, run_search
 from .train import accuracy, qat, quantize, set_seed, train_float
 
@@ -136,34 +136,34 @@ def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, 
     specs = model.layer_specs(batch)
     per, total = latency_fn(specs)
 
-    doc = {
-        "model": model_name,
-        "dataset": dataset,
-        "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
-        "seed": seed,
-        "scale_policy": "mico",
-        "layers": [{"name": name, "kind": "conv2d" if s.op == "conv2d" else "linear", "qa": s.qa, "qw": s.qw,
-                    "spec": s.to_dict()} for name, s in zip(model.layer_names, specs)],
-        "input": {"shape": list(int_model.input_shape), "offset": int_model.input_offset,
-                  "bits": int_model.input_bits, "scale": int_model.input_scale},
-        "accuracy": {"float": acc_float, "fakequant": acc_fq, "integer": acc_int,
-                     "search_validation": best.accuracy, "split": "test"},
-        "predicted_latency": {"unit": unit, "total": float(total), "per_layer": [float(v) for v in per]},
-        "budget": budget.to_dict(),
-        "bops": total_bops(specs),
-        "size_bits": size_bits(specs),
-        "searcher": searcher,
-        "evaluations": result.evaluations,
-        "pareto": [c.to_dict() for c in result.pareto],
-        "candidates": [dict(c.to_dict(), feasible=True) for c in result.candidates],
-        "proxy": proxy_used,
-        "train": {"epochs": epochs, "qat_epochs": qat_epochs, "search_qat_steps": search_qat_steps,
-                  "float_cached": cached, "n_train": int(len(y_tr)), "n_val": int(len(y_val)),
-                  "n_test": int(len(data.y_test))},
-        "wall_s": round(time.monotonic() - t0, 2),
-    }
-    path = save_scheme(out, doc, model)
-    doc = json.loads(path.read_text())
+    scheme = SchemeDoc(
+        model=model_name,
+        dataset=dataset,
+        data_dir=str(Path(data_dir).resolve()) if data_dir else None,
+        seed=seed,
+        scale_policy="mico",
+        layers=[SchemeLayer(name, "conv2d" if s.op == "conv2d" else "linear", s.qa, s.qw, s)
+                for name, s in zip(model.layer_names, specs)],
+        input={"shape": list(int_model.input_shape), "offset": int_model.input_offset,
+               "bits": int_model.input_bits, "scale": int_model.input_scale},
+        accuracy={"float": acc_float, "fakequant": acc_fq, "integer": acc_int,
+                  "search_validation": best.accuracy, "split": "test"},
+        predicted_latency={"unit": unit, "total": float(total), "per_layer": [float(v) for v in per]},
+        budget=budget.to_dict(),
+        bops=total_bops(specs),
+        size_bits=size_bits(specs),
+        searcher=searcher,
+        evaluations=result.evaluations,
+        pareto=[c.to_dict() for c in result.pareto],
+        candidates=[dict(c.to_dict(), feasible=True) for c in result.candidates],
+        proxy=proxy_used,
+        train={"epochs": epochs, "qat_epochs": qat_epochs, "search_qat_steps": search_qat_steps,
+               "float_cached": cached, "n_train": int(len(y_tr)), "n_val": int(len(y_val)),
+               "n_test": int(len(data.y_test))},
+        wall_s=round(time.monotonic() - t0, 2),
+    )
+    path = save_scheme(out, scheme, model)
+    doc = read_scheme(path).to_dict()
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return

@@ -2,7 +2,9 @@
 
 Registered on the `mico` group through the ``mico.commands`` entry point, so
 harness/ never imports this package.  Errors are `UserError`s (one sentence;
-the `mico` group prints them and exits 2).
+the `mico` group prints them and exits 2).  This is the proxy's edge: rows of
+the store become `TrainingSet`s here, and `frame_training_set` adapts a
+DataFrame for scripts that hold one; the library itself takes KernelSpecs.
 """
 
 from __future__ import annotations
@@ -13,32 +15,68 @@ from pathlib import Path
 import click
 
 from harness.errors import UserError
-from harness.spec import OPS
+from harness.spec import OPS, KernelSpec
 
 from .features import FEATURE_SETS
-from .model import MODELS, LatencyProxy, save_proxies
+from .model import MODELS, LatencyProxy, TrainingSet, save_proxies
 
 
-def _load_frame(store_path: str, target: str, op: str):
+def _single(df, col: str):
+    """The one value of column `col` (None if absent or empty); UserError if it varies."""
+    if col not in df.columns:
+        return None
+    vals = df[col].dropna().unique().tolist()
+    if len(vals) > 1:
+        raise UserError(f"the table mixes {col}s {', '.join(str(v)[:12] for v in vals)}; fit one proxy per {col}.")
+    return vals[0] if vals else None
+
+
+def frame_training_set(df, op: str | None = None) -> TrainingSet:
+    """The DataFrame adapter: a `Store.frame()`-like table -> TrainingSet.
+
+    Needs the columns ``qa``, ``qw``, ``value``, ``op`` (or the `op`
+    argument) and one column per shape field of the op (N, M, K / N, C, H, W,
+    K, KS, S, P, G); ``unit``, ``target`` and ``fingerprint`` are taken when
+    present (each must hold one value).  Rows without a value are dropped.
+    """
+    if op is None:
+        op = _single(df, "op")
+    if op not in OPS:
+        raise UserError(f"the table has no single op ({op!r}); pass op= matmul or conv2d.")
+    if "op" in df.columns:
+        df = df[df["op"] == op]
+    fields = KernelSpec.FIELDS[op]
+    missing = [c for c in ("qa", "qw", "value", *fields) if c not in df.columns]
+    if missing:
+        raise UserError(f"the table has no column(s) {', '.join(missing)}; pass a Store.frame() DataFrame.")
+    df = df[df["value"].notna()]
+    shapes = zip(*(df[f].astype(int).tolist() for f in fields))
+    specs = [KernelSpec(op, shape, int(a), int(w))
+             for shape, a, w in zip(shapes, df["qa"].astype(int).tolist(), df["qw"].astype(int).tolist())]
+    return TrainingSet(op, specs, df["value"].astype(float).tolist(), unit=_single(df, "unit"),
+                       target=_single(df, "target"), fingerprint=_single(df, "fingerprint"))
+
+
+def _load_rows(store_path: str, target: str, op: str) -> list:
     from harness.store import Store
 
+    if not Path(store_path).exists():
+        raise UserError(f"store {store_path} does not exist; run `mico sweep --store {store_path}` first.")
     with Store(store_path, readonly=True) as st:
-        df = st.frame(target, None if op == "all" else op, status="ok")
-    if len(df):
-        df = df[df["value"].notna()]
-    if len(df) == 0:
+        rows = [m for m in st.rows(target, None if op == "all" else op, status="ok") if m.median is not None]
+    if not rows:
         what = "kernels" if op == "all" else f"{op} kernels"
         raise UserError(f"store {store_path} has no successfully measured {what} for target {target!r}; run `mico sweep` first.")
-    fps = sorted(df["fingerprint"].unique())
+    fps = sorted({m.fingerprint for m in rows})
     if len(fps) > 1:
         raise UserError(
             f"target {target!r} has {len(fps)} builds in store {store_path} ({', '.join(f[:12] for f in fps)}); "
             "pass one fingerprint prefix as --target."
         )
-    units = sorted(map(str, df["unit"].dropna().unique()))
+    units = sorted({str(m.unit) for m in rows if m.unit is not None})
     if len(units) > 1:
         raise UserError(f"target {target!r} has measurements in several units ({', '.join(units)}); re-measure them in one.")
-    return df
+    return rows
 
 
 def _summary(p: LatencyProxy, features: str, model: str, output: Path) -> dict:
@@ -69,19 +107,18 @@ def fit(store_path: str, target: str, op: str, features: str, model: str, output
     predicting kernels of shapes never measured.  MAPE and the within-5/10%
     shares are in percent; Spearman rho is the rank correlation.
     """
-    df = _load_frame(store_path, target, op)
-    ops = [o for o in OPS if o in set(df["op"])] if op == "all" else [op]
+    rows = _load_rows(store_path, target, op)
+    ops = [o for o in OPS if any(m.spec.op == o for m in rows)] if op == "all" else [op]
     out = Path(output)
     proxies: dict[str, LatencyProxy] = {}
     for o in ops:
-        sub = df[df["op"] == o].reset_index(drop=True)
-        n_shapes = sub["shape"].nunique()
-        if n_shapes < 2:
+        data = TrainingSet.from_rows(rows, o)
+        if data.n_shapes < 2:
             raise UserError(
-                f"target {target!r} has {o} measurements of only {n_shapes} shape; "
+                f"target {target!r} has {o} measurements of only {data.n_shapes} shape; "
                 "shape-grouped cross-validation needs at least 2, so measure more shapes."
             )
-        proxies[o] = LatencyProxy(o, features=features, model=model).fit(sub)
+        proxies[o] = data.fit(features, model)
     save_proxies(proxies, out)
     summaries = {o: _summary(p, features, model, out) for o, p in proxies.items()}
     if as_json:

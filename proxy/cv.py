@@ -26,7 +26,7 @@ import numpy as np
 from harness.errors import UserError
 from harness.spec import KernelSpec
 
-from .features import as_specs, shape_groups
+from .features import shape_groups, spec_list
 
 SCHEMES = ("grouped", "shuffled")
 
@@ -88,19 +88,18 @@ def shuffled_splits(n: int, n_splits: int | None = None, random_state: int = 0) 
     return list(KFold(n_splits=k, shuffle=True, random_state=random_state).split(idx))
 
 
-def out_of_fold(estimator, data, y=None, scheme: str = "grouped", n_splits: int | None = None,
+def out_of_fold(estimator, specs: Sequence[KernelSpec], y, scheme: str = "grouped", n_splits: int | None = None,
                 random_state: int = 0) -> tuple[np.ndarray, np.ndarray, list]:
     """(y, out-of-fold predictions, folds) of a fresh clone of `estimator` per fold."""
     from sklearn.base import clone
 
     if scheme not in SCHEMES:
         raise UserError(f"unknown cross-validation scheme {scheme!r}; use one of {', '.join(SCHEMES)}.")
-    specs = as_specs(data, getattr(estimator, "op", None))
-    if y is None:
-        y = data["value"].to_numpy() if hasattr(data, "columns") and "value" in data.columns else None
-        if y is None:
-            raise UserError("cross-validation needs latencies: pass y or a DataFrame with a 'value' column.")
-    y = np.asarray(y, dtype=np.float64)
+    specs = spec_list(specs)
+    try:
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise UserError("latencies must be numbers.") from None
     if len(y) != len(specs):
         raise UserError(f"got {len(specs)} kernels but {len(y)} latencies.")
     if scheme == "grouped":
@@ -115,15 +114,11 @@ def out_of_fold(estimator, data, y=None, scheme: str = "grouped", n_splits: int 
     return y, pred, folds
 
 
-def cross_validate(estimator, data, y=None, scheme: str = "grouped", n_splits: int | None = None,
+def cross_validate(estimator, specs: Sequence[KernelSpec], y, scheme: str = "grouped", n_splits: int | None = None,
                    random_state: int = 0) -> dict:
-    """Cross-validated metrics of `estimator` (a LatencyProxy) on `data`.
-
-    `data` is a list of KernelSpec (then `y` is required) or a store DataFrame
-    (then `y` defaults to its ``value`` column).
-    """
-    y_arr, pred, folds = out_of_fold(estimator, data, y, scheme, n_splits, random_state)
-    specs = as_specs(data, getattr(estimator, "op", None))
+    """Cross-validated metrics of `estimator` (a LatencyProxy) on kernels `specs` with latencies `y`."""
+    specs = spec_list(specs)
+    y_arr, pred, folds = out_of_fold(estimator, specs, y, scheme, n_splits, random_state)
     m = metrics(y_arr, pred)
     m.update(n_groups=int(len(np.unique(shape_groups(specs)))), n_splits=len(folds), scheme=scheme)
     return m

@@ -1,7 +1,7 @@
 """Feature sets for latency proxies.
 
-A feature set turns kernels (a list of `KernelSpec`, or a store DataFrame as
-returned by `Store.frame`) into a 2-D array.  All counts come from
+A feature set turns kernels (a list of `KernelSpec`; tables are converted at
+the CLI edge, proxy/cli.py) into a 2-D array.  All counts come from
 `KernelSpec` so that a proxy and the store agree on what "CBOPs" means.
 
 | name     | columns                                                              |
@@ -32,9 +32,9 @@ import numpy as np
 
 from harness.errors import UserError
 from harness.spec import KernelSpec
+from kernels.numeric import BITS
 
 FEATURE_SETS = ("raw", "bops", "cbops", "cbops+", "analytic")
-_BITS = (1, 2, 4, 8)
 
 _COUNTS = {
     "bops": ("bops",),
@@ -43,53 +43,16 @@ _COUNTS = {
 }
 
 
-def as_specs(data, op: str | None = None) -> list[KernelSpec]:
-    """KernelSpecs from a list of specs or a store DataFrame.
-
-    A DataFrame needs the columns ``qa``, ``qw``, ``op`` (or the ``op``
-    argument) and either ``shape`` ("N,M,K" ...) or one column per shape field.
-    """
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
-    if pd is not None and isinstance(data, pd.DataFrame):
-        return _specs_from_frame(data, op)
-    if isinstance(data, KernelSpec):
-        return [data]
-    specs = list(data)
-    for s in specs:
+def spec_list(specs: Iterable[KernelSpec]) -> list[KernelSpec]:
+    """`specs` as a list, each checked to be a KernelSpec (one sentence otherwise)."""
+    if isinstance(specs, KernelSpec):
+        return [specs]
+    out = list(specs)
+    for s in out:
         if not isinstance(s, KernelSpec):
-            raise UserError(f"expected KernelSpec objects or a store DataFrame, got {type(s).__name__}.")
-    return specs
-
-
-def _specs_from_frame(df, op: str | None) -> list[KernelSpec]:
-    if len(df) == 0:
-        return []
-    missing = [c for c in ("qa", "qw") if c not in df.columns]
-    if "op" not in df.columns and op is None:
-        missing.append("op")
-    if missing:
-        raise UserError(f"the data has no column(s) {', '.join(missing)}; pass a Store.frame() DataFrame or a list of KernelSpec.")
-    ops = df["op"].tolist() if "op" in df.columns else [op] * len(df)
-    qa = df["qa"].astype(int).tolist()
-    qw = df["qw"].astype(int).tolist()
-    if "shape" in df.columns:
-        shapes = [tuple(int(x) for x in str(s).split(",")) for s in df["shape"]]
-    else:
-        shapes = []
-        cols = {o: KernelSpec.FIELDS.get(o) for o in set(ops)}
-        for o, fields in cols.items():
-            if fields is None:
-                raise UserError(f"unknown op {o!r} in the data; use matmul or conv2d.")
-            absent = [f for f in fields if f not in df.columns]
-            if absent:
-                raise UserError(f"the data has neither a 'shape' column nor the {o} shape column(s) {', '.join(absent)}.")
-        arrays = {f: df[f].tolist() for fields in cols.values() for f in fields}
-        for i, o in enumerate(ops):
-            shapes.append(tuple(int(arrays[f][i]) for f in KernelSpec.FIELDS[o]))
-    return [KernelSpec(o, s, a, w) for o, s, a, w in zip(ops, shapes, qa, qw)]
+            raise UserError(f"expected KernelSpec objects, got {type(s).__name__}; build specs from a table with "
+                            "proxy.cli.frame_training_set.")
+    return out
 
 
 def feature_names(name: str, op: str | None) -> list[str]:
@@ -102,9 +65,9 @@ def feature_names(name: str, op: str | None) -> list[str]:
     if name == "raw":
         return fields + ["qa", "qw"]
     if name == "analytic":
-        return ([f"macs_{a}x{w}" for a in _BITS for w in _BITS] + [f"act_{a}b" for a in _BITS]
-                + [f"wgt_{w}b" for w in _BITS] + ["outputs"]
-                + [f"macs_pad_{a}x{w}" for a in _BITS for w in _BITS] + ["gathers"])
+        return ([f"macs_{a}x{w}" for a in BITS for w in BITS] + [f"act_{a}b" for a in BITS]
+                + [f"wgt_{w}b" for w in BITS] + ["outputs"]
+                + [f"macs_pad_{a}x{w}" for a in BITS for w in BITS] + ["gathers"])
     if name == "cbops+":
         return list(_COUNTS[name]) + fields
     return list(_COUNTS[name])
@@ -121,14 +84,15 @@ def _single_op(specs: Sequence[KernelSpec], op: str | None) -> str | None:
     return None
 
 
-def features(data, name: str = "cbops", log: bool = True, op: str | None = None) -> tuple[np.ndarray, list[str]]:
-    """(X, names): feature set `name` of `data` (list[KernelSpec] or store DataFrame).
+def features(specs: Iterable[KernelSpec], name: str = "cbops", log: bool = True,
+             op: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """(X, names): feature set `name` of kernels `specs`.
 
     X has one row per kernel, float64; with ``log=True`` every column is
     ``log1p(value)``.  `op` optionally asserts (and, for empty input, supplies)
     the op of the kernels.
     """
-    specs = as_specs(data, op)
+    specs = spec_list(specs)
     the_op = _single_op(specs, op)
     names = feature_names(name, the_op)
     if not specs:
@@ -170,8 +134,14 @@ def _analytic_row(s: KernelSpec) -> list[float]:
     take a different path there (e.g. no popcount for 1- and 2-bit inputs,
     since a padded 0 has no 1-bit code), so their cost per MAC differs.
     """
-    pair = _BITS.index(s.qa) * 4 + _BITS.index(s.qw)
-    row = [0.0] * 42
+    if s.qa not in BITS or s.qw not in BITS:
+        raise UserError(f"the analytic feature set covers the bit-packed widths {', '.join(map(str, BITS))}; "
+                        f"kernel {s} is outside them.")
+    nb = len(BITS)
+    pair = BITS.index(s.qa) * nb + BITS.index(s.qw)
+    act0, wgt0 = nb * nb, nb * nb + nb
+    out0, pad0 = wgt0 + nb, wgt0 + nb + 1
+    row = [0.0] * (pad0 + nb * nb + 1)
     macs, pad_macs = float(s.macs), 0.0
     if s.op == "matmul":
         d = s.dims
@@ -186,11 +156,11 @@ def _analytic_row(s: KernelSpec) -> list[float]:
         pad_macs = macs * (1.0 - inner / float(oh * ow))
         macs -= pad_macs
     row[pair] = macs
-    row[16 + _BITS.index(s.qa)] = float(acts)
-    row[20 + _BITS.index(s.qw)] = float(s.weight_count)
-    row[24] = float(s.outputs)
-    row[25 + pair] = pad_macs
-    row[41] = float(gathers)
+    row[act0 + BITS.index(s.qa)] = float(acts)
+    row[wgt0 + BITS.index(s.qw)] = float(s.weight_count)
+    row[out0] = float(s.outputs)
+    row[pad0 + pair] = pad_macs
+    row[-1] = float(gathers)
     return row
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.spec import BITS, KernelSpec
+from harness.spec import KernelSpec
+from kernels.numeric import BITS
 
 _MM_SIZES = (1, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
@@ -70,7 +71,7 @@ def synthetic_store(path: str | Path, target: str = "synthetic", ops=("matmul",)
 
     fingerprint = "synthetic-" + target
     with Store(path) as st:
-        st.add_target(fingerprint, target, {"synthetic": True, "seed": seed})
+        st.add_target(fingerprint, target, {"synthetic": True, "seed": seed}, source="synthetic")
         for i, op in enumerate(ops):
             specs, y = synthetic_dataset(op, n_shapes=n_shapes, seed=seed + 97 * i, **kw)
             st.put_many(

@@ -1,4 +1,4 @@
-"""Shared helpers of the report: figures without pyplot, number formatting, JSON inputs.
+"""Shared helpers of the report: figures without pyplot, number formatting, kernel specs.
 
 Figures are `matplotlib.figure.Figure` objects attached to an Agg canvas
 directly, never pyplot: no global backend switch, no GUI, nothing left open.
@@ -6,13 +6,13 @@ directly, never pyplot: no global backend switch, no GUI, nothing left open.
 
 from __future__ import annotations
 
-import json
+import io
 import math
 import re
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.documents import atomic_write
 
 DPI = 110
 
@@ -31,10 +31,9 @@ def new_figure(width: float, height: float):
 def save_figure(fig, out_dir: Path, name: str) -> str:
     """Write `fig` as PNG `name` under `out_dir`; returns the file name (for <img src>)."""
     path = Path(out_dir) / name
-    try:
-        fig.savefig(path, dpi=DPI, format="png")
-    except OSError as e:
-        raise UserError(f"cannot write figure {path}: {e.strerror or e}.") from None
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=DPI, format="png")
+    atomic_write(path, buf.getvalue(), what="figure")
     return name
 
 
@@ -63,6 +62,22 @@ def text_color(rgba) -> str:
 # ---- numbers ----------------------------------------------------------------------
 def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+#: the largest magnitude a figure's axes take (matplotlib overflows near 1e308)
+PLOT_MAX = 1e100
+
+
+def plottable(*values) -> bool:
+    """Whether every value is finite and of a magnitude a figure can draw (1e300 cycles cannot)."""
+    import numpy as np
+
+    for v in values:
+        a = np.asarray(v, dtype=float)
+        if a.size and (not np.all(np.isfinite(a)) or np.max(np.abs(a)) > PLOT_MAX
+                       or (np.any(a > 0) and np.min(a[a > 0]) < 1 / PLOT_MAX)):
+            return False
+    return True
 
 
 def fmt_num(v: Any, digits: int = 4) -> str:
@@ -98,27 +113,7 @@ def fmt_rho(v: Any) -> str:
     return f"{float(v):.3f}" if is_number(v) else "n/a"
 
 
-# ---- JSON inputs ------------------------------------------------------------------
-def read_json(path: str | Path, what: str, fmt: str) -> dict:
-    """The JSON object of file `path`, which must declare ``"format": fmt``."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{what} {path} is a folder; pass the {fmt} JSON file.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{what} {path} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {what} {path} ({getattr(e, 'strerror', None) or e}).") from None
-    try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise UserError(f"{what} {path} is not valid JSON.") from None
-    if not isinstance(doc, dict) or doc.get("format") != fmt:
-        raise UserError(f"{what} {path} is not a {fmt} file (its 'format' is not {fmt!r}).")
-    return doc
-
-
+# ---- documents ------------------------------------------------------------------
 def spec_text(spec: Any) -> str:
     """A layer's kernel spec (dict, string or None) as 'op[shape] qaxqw'."""
     if spec is None:

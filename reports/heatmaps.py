@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import fmt_num, new_figure, save_figure, text_color, unique_name
+from .common import fmt_num, new_figure, plottable, save_figure, text_color, unique_name
 
 
 @dataclass
@@ -45,13 +45,17 @@ class Heatmap:
                 "n": self.n, "n_shapes": self.n_shapes, "n_kernels": self.n_kernels, "png": self.png}
 
 
-def _macs(op: str, shape: str) -> int:
+def _macs_by_shape(g, op: str) -> dict[str, int]:
+    """MACs of every shape of `g` (rows of one op), from its shape-field columns."""
     from harness.spec import KernelSpec
 
-    try:
-        return KernelSpec(op, tuple(int(x) for x in shape.split(",")), 8, 8).macs
-    except Exception:  # noqa: BLE001 - an odd stored shape must not stop the report
-        return 0
+    fields = list(KernelSpec.FIELDS.get(op, ()))
+    if not fields or any(f not in g.columns for f in fields):
+        return {}
+    out = {}
+    for r in g.drop_duplicates("shape")[["shape", "qa", "qw", *fields]].to_dict("records"):
+        out[r["shape"]] = KernelSpec(op, tuple(int(r[f]) for f in fields), int(r["qa"]), int(r["qw"])).macs
+    return out
 
 
 def compute(df, target_names: dict[str, str] | None = None, n_representative: int = 3) -> list[Heatmap]:
@@ -86,7 +90,7 @@ def compute(df, target_names: dict[str, str] | None = None, n_representative: in
         hm = Heatmap(target=str(name), fingerprint=str(fp), op=str(op), unit=unit or None, qas=qas, qws=qws,
                      ref=(int(ref[0]), int(ref[1])), ratio=ratio, n=n, n_shapes=int(len(with_ref)),
                      n_kernels=int(len(g)))
-        _representative(hm, table, n_representative)
+        _representative(hm, table, n_representative, _macs_by_shape(g, str(op)))
         out.append(hm)
     order = {fp: i for i, fp in enumerate(names)}   # targets in the store's order, then ops as in harness.spec
     out.sort(key=lambda h: (order.get(h.fingerprint, len(order)), h.target, _op_rank(h.op), h.unit or ""))
@@ -99,12 +103,12 @@ def _op_rank(op: str) -> int:
     return OPS.index(op) if op in OPS else len(OPS)
 
 
-def _representative(hm: Heatmap, table, k: int) -> None:
+def _representative(hm: Heatmap, table, k: int, macs: dict[str, int]) -> None:
     """Fill the absolute-latency table: up to `k` shapes spread over MAC counts."""
     hm.rep_pairs = sorted((int(a), int(w)) for a, w in table.columns)
     coverage = table.notna().sum(axis=1)
     best = table[coverage == coverage.max()]
-    shapes = sorted(best.index, key=lambda s: (_macs(hm.op, s), s))
+    shapes = sorted(best.index, key=lambda s: (macs.get(s, 0), s))
     if len(shapes) > k:
         idx = sorted({round(i * (len(shapes) - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
         shapes = [shapes[i] for i in idx]
@@ -114,14 +118,14 @@ def _representative(hm: Heatmap, table, k: int) -> None:
         for a, w in hm.rep_pairs:
             v = row.get((a, w))
             values.append(fmt_num(float(v)) if v is not None and np.isfinite(v) else "–")
-        hm.rep_rows.append({"shape": s, "macs": fmt_num(_macs(hm.op, s)), "values": values})
+        hm.rep_rows.append({"shape": s, "macs": fmt_num(macs.get(s, 0)), "values": values})
 
 
 def plot(hm: Heatmap, out_dir: Path, used: set[str]) -> str:
     """Draw `hm` to a PNG under `out_dir`; returns (and records in hm.png) its file name."""
     from matplotlib.colors import LogNorm
 
-    data = np.array([[np.nan if v is None else v for v in row] for row in hm.ratio], dtype=float)
+    data = np.array([[np.nan if v is None or not plottable(v) else v for v in row] for row in hm.ratio], dtype=float)
     fig = new_figure(1.2 + 1.05 * len(hm.qws), 1.3 + 0.85 * len(hm.qas))
     ax = fig.add_subplot()
     finite = data[np.isfinite(data) & (data > 0)]

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.documents import atomic_write
 from harness.errors import UserError
 
 from . import deploy_table, heatmaps, pareto, parity
@@ -115,7 +116,7 @@ def summarize_store(path: str | Path, targets: list[dict], frame) -> tuple[Store
 def _prepare_out(out: str | Path) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"output {out} is a file; pass a folder for the report (-o DIR).")
+        raise UserError(f"output {out} is a file; the report needs a folder.")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -135,7 +136,7 @@ def build_report(store_path: str | Path, out: str | Path, proxy_path: str | Path
     # ---- read and check every input first ----------------------------------------
     sp = Path(store_path)
     if sp.is_dir():
-        raise UserError(f"store {sp} is a folder; pass the SQLite store file (--store FILE).")
+        raise UserError(f"store {sp} is a folder, not the SQLite store file.")
     with Store(sp, readonly=True) as st:
         targets = st.targets()
         frame = st.frame(status=None)
@@ -160,10 +161,7 @@ def build_report(store_path: str | Path, out: str | Path, proxy_path: str | Path
     rep = Report(out=outp, index=index, store=summary, heatmaps=hms, parity=par, scheme=sch, deploy=dep)
     html = render(rep, inputs={"store": str(store_path), "proxy": _opt(proxy_path), "scheme": _opt(scheme_path),
                                "deploy": _opt(deploy_path)})
-    try:
-        index.write_text(html, encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"cannot write {index}: {e.strerror or e}.") from None
+    atomic_write(index, html, what="report")
     return rep
 
 

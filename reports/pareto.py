@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from harness.documents import read_document
 from harness.errors import UserError
 
-from .common import fmt_acc, fmt_num, is_number, new_figure, read_json, save_figure, spec_text, unique_name
+from .common import fmt_acc, fmt_num, is_number, new_figure, plottable, save_figure, spec_text, unique_name
 
 
 @dataclass
@@ -102,7 +103,7 @@ def _s(v: Any) -> str:
 
 
 def _bad(path, why: str) -> UserError:
-    return UserError(f"scheme file {path} is malformed: {why}; regenerate it with `mico search`.")
+    return UserError(f"scheme file {path} is malformed: {why}.")
 
 
 def _flat_bits(bits: Any) -> tuple[int, ...] | None:
@@ -153,7 +154,8 @@ def pareto_front(points: list[Point]) -> list[Point]:
 
 def load(path: str | Path) -> Scheme:
     """Read and check a scheme.json; UserError (one sentence) when it is malformed."""
-    doc = read_json(path, "scheme file", "mico-scheme")
+    # the format of mpq.scheme.SchemeDoc, read leniently here (a report shows whatever parts a file has)
+    doc = read_document(path, "mico-scheme", 1, what="scheme file")
     layers = doc.get("layers")
     if not isinstance(layers, list) or not layers:
         raise _bad(path, "it has no 'layers' list")
@@ -225,6 +227,10 @@ def _choose(sch: Scheme) -> None:
 def plot(sch: Scheme, out_dir: Path, used: set[str]) -> str | None:
     if not (sch.pareto or sch.candidates or sch.chosen):
         sch.notes.append("the scheme holds no Pareto points or candidates to plot.")
+        return None
+    pts = sch.pareto + sch.candidates + ([sch.chosen] if sch.chosen else [])
+    if not plottable([p.latency for p in pts], [p.accuracy for p in pts], sch.budget_value or 0.0):
+        sch.notes.append("the latencies are too far apart to plot; the scheme holds implausible values.")
         return None
     from matplotlib.ticker import PercentFormatter
 

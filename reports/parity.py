@@ -19,7 +19,7 @@ import numpy as np
 from harness.errors import UserError
 from harness.spec import OPS
 
-from .common import fmt_pct, fmt_rho, new_figure, save_figure, unique_name
+from .common import fmt_pct, fmt_rho, new_figure, plottable, save_figure, unique_name
 
 _BIT_COLORS = {1: "#1b9e77", 2: "#d95f02", 4: "#7570b3", 8: "#e7298a"}
 
@@ -105,6 +105,10 @@ def plot(par: Parity, out_dir: Path, used: set[str]) -> str | None:
         return None
     y = np.asarray(par.measured, dtype=float)
     p = np.asarray(par.predicted, dtype=float)
+    if not plottable(y, p):
+        par.note = (f"latencies from {y.min():.3g} to {y.max():.3g} (predicted up to {np.nanmax(p):.3g}) are too far "
+                    "apart to plot; the store holds implausible values")
+        return None
     floor = y.min() / 100.0
     p_plot = np.maximum(p, floor)   # a proxy may predict 0; log axes cannot show it
     lo = min(y.min(), p_plot.min()) / 1.3

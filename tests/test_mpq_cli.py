@@ -60,7 +60,7 @@ def test_search_writes_scheme_and_weights(tmp_path, proxy_file):
 
     # load_scheme: the deploy side gets the same numbers back
     model, im, d2 = load_scheme(out)
-    assert d2 == doc and not model.training
+    assert d2.to_dict() == doc and not model.training
     assert im.scheme == tuple((l["qa"], l["qw"]) for l in doc["layers"])
     data = load_dataset("digits")
     assert accuracy(model, data.x_test, data.y_test) == pytest.approx(acc["fakequant"])
@@ -74,7 +74,7 @@ def test_search_writes_scheme_and_weights(tmp_path, proxy_file):
     assert r2.exit_code == 0, r2.output
     assert "fake-quant" in r2.stdout and "pareto front" in r2.stdout
     d3 = read_scheme(out.parent / "second.json")
-    assert d3["train"]["float_cached"] is True and d3["accuracy"]["float"] == acc["float"]
+    assert d3.train["float_cached"] is True and d3.accuracy["float"] == acc["float"]
     assert (out.parent / "second.pt").is_file()
 
 
@@ -110,3 +110,46 @@ def test_load_scheme_errors(tmp_path):
     (tmp_path / "s.pt").write_bytes(b"not a torch file")
     with pytest.raises(UserError, match="cannot load"):
         load_scheme(p)
+
+
+def _scheme_dict(**over):
+    d = {"format": "mico-scheme", "version": 1, "model": "lenet", "dataset": "digits", "weights": "s.pt",
+         "layers": [{"name": "conv1", "kind": "conv2d", "qa": 8, "qw": 4,
+                     "spec": {"op": "conv2d", "shape": [1, 1, 8, 8, 6, 5, 1, 0, 1], "qa": 8, "qw": 4}},
+                    {"name": "fc1", "kind": "linear", "qa": 2, "qw": 2, "spec": None}],
+         "predicted_latency": {"unit": "ns", "total": 3.0, "per_layer": [1.0, 2.0], "other_ops": 0.5},
+         "written_by_a_newer_mico": {"kept": True}}
+    d.update(over)
+    return d
+
+
+def test_scheme_doc_round_trip_and_typed_fields(tmp_path):
+    from harness.documents import write_document
+    from harness.spec import KernelSpec
+    from mpq.scheme import SchemeDoc
+
+    p = write_document(tmp_path / "s.json", _scheme_dict())
+    doc = read_scheme(p)
+    assert isinstance(doc, SchemeDoc) and doc.bits == ((8, 4), (2, 2)) and doc.layer_names == ["conv1", "fc1"]
+    assert doc.layers[0].spec == KernelSpec("conv2d", (1, 1, 8, 8, 6, 5, 1, 0, 1), 8, 4)
+    assert doc.scale_policy == "mico" and doc.accuracy == {} and doc.get("predicted_latency")["other_ops"] == 0.5
+    again = SchemeDoc.from_dict(doc.to_dict())
+    assert again == doc and doc.to_dict()["written_by_a_newer_mico"] == {"kept": True}
+
+
+@pytest.mark.parametrize("over,match", [
+    ({"layers": [{"name": "a", "qa": 8, "qw": 8, "spec": {"op": "matmul", "shape": [1, 2, 3], "qa": 2, "qw": 8}}]},
+     "says 8x8 but its kernel spec says 2x8"),
+    ({"layers": [{"name": "a", "qa": 3, "qw": 8}]}, "layer 'a' has qa=3"),
+    ({"layers": []}, "'layers' is not a non-empty list"),
+    ({"accuracy": 0.9}, "'accuracy' is a float, not a dict"),
+    ({"model": None}, "'model' is not a string"),
+    ({"version": 2}, "newer than the version 1"),
+])
+def test_scheme_doc_refuses_inconsistent_documents(tmp_path, over, match):
+    from harness.documents import write_document
+
+    p = write_document(tmp_path / "s.json", _scheme_dict(**over))
+    with pytest.raises(UserError, match=match) as e:
+        read_scheme(p)
+    assert "\n" not in str(e.value) and str(e.value).endswith(".")

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from harness.cli import main
 from harness.spec import BITS, KernelSpec
 from harness.store import Measurement, Store
+from proxy.cli import frame_training_set
 from proxy.cv import metrics, out_of_fold
 from proxy.model import LatencyProxy, save_proxies
 
@@ -68,8 +69,8 @@ def make_proxy(store_path: Path, path: Path) -> dict:
     with Store(store_path, readonly=True) as st:
         mm = st.frame("host", "matmul")
         cv = st.frame("host", "conv2d")
-    proxies = {"matmul": LatencyProxy("matmul", features="cbops", model="linear").fit(mm),
-               "conv2d": LatencyProxy("conv2d", features="cbops+", model="linear").fit(cv)}
+    proxies = {"matmul": frame_training_set(mm).fit("cbops", "linear"),
+               "conv2d": frame_training_set(cv).fit("cbops+", "linear")}
     save_proxies(proxies, path)
     return proxies
 
@@ -97,7 +98,7 @@ def scheme_doc() -> dict:
             front.append({k: c[k] for k in ("bits", "accuracy", "latency")})
             best = c["accuracy"]
     return {
-        "format": "mico-scheme", "model": "lenet-tiny", "dataset": "digits", "layers": LAYERS,
+        "format": "mico-scheme", "version": 1, "model": "lenet-tiny", "dataset": "digits", "layers": LAYERS,
         "accuracy": {"float": 0.972, "fakequant": 0.955, "integer": 0.953},
         "predicted_latency": {"unit": "ns", "total": 8700.0, "per_layer": [3400.0, 2300.0, 3000.0]},
         "budget": {"text": "90% of int8", "value": 9000.0, "unit": "ns"},
@@ -266,16 +267,18 @@ def test_missing_store_is_one_line(tmp_path):
 @pytest.mark.parametrize("content", [
     "{not json",
     json.dumps({"format": "mico-deploy"}),
-    json.dumps({"format": "mico-scheme", "layers": "conv1"}),
-    json.dumps({"format": "mico-scheme", "layers": [{"name": "a", "qa": 3.5, "qw": 8}]}),
-    json.dumps({"format": "mico-scheme", "layers": [{"name": "a", "qa": 8, "qw": 8}],
+    json.dumps({"format": "mico-scheme"}),
+    json.dumps({"format": "mico-scheme", "version": 2, "layers": []}),
+    json.dumps({"format": "mico-scheme", "version": 1, "layers": "conv1"}),
+    json.dumps({"format": "mico-scheme", "version": 1, "layers": [{"name": "a", "qa": 3.5, "qw": 8}]}),
+    json.dumps({"format": "mico-scheme", "version": 1, "layers": [{"name": "a", "qa": 8, "qw": 8}],
                 "pareto": [{"bits": [8, 8], "accuracy": "high", "latency": 3}]}),
 ])
 def test_malformed_scheme_is_one_line(inputs, tmp_path, content):
     bad = tmp_path / "scheme.json"
     bad.write_text(content)
     err = one_line_error(run("--store", inputs["store"], "--scheme", bad, "-o", tmp_path / "r"))
-    assert "scheme.json" in err
+    assert "scheme.json" in err and "`mico" not in err
     assert not (tmp_path / "r").exists()          # inputs are checked before anything is written
 
 
@@ -295,7 +298,7 @@ def test_minimal_scheme_and_empty_store(tmp_path):
     """Optional keys missing everywhere still give a report."""
     store = tmp_path / "empty.sqlite"
     Store(store).close()
-    (tmp_path / "s.json").write_text(json.dumps({"format": "mico-scheme", "layers": [{"name": "fc", "qa": 8, "qw": 8}]}))
+    (tmp_path / "s.json").write_text(json.dumps({"format": "mico-scheme", "version": 1, "layers": [{"name": "fc", "qa": 8, "qw": 8}]}))
     (tmp_path / "d.json").write_text(json.dumps({"format": "mico-deploy", "version": 1, "bit_exact": True}))
     res = run("--store", store, "--scheme", tmp_path / "s.json", "--deploy", tmp_path / "d.json", "-o", tmp_path / "r")
     assert res.exit_code == 0, (res.output, res.exception)
@@ -327,3 +330,39 @@ def test_tolerant_variants(inputs, tmp_path):
     assert "no cross-validation" in html and "computed from the candidates" in html
     assert "the budget line is not drawn" in html and "4, 17, 23" in html
     assert_png(tmp_path / "r" / "pareto.png")
+
+
+def test_deploy_report_dataclass_round_trip(tmp_path):
+    from mpq.deploy_report import DeployReport
+
+    doc = deploy_doc()
+    rep = DeployReport.from_dict(doc)
+    assert rep.bit_exact is False and rep.mismatches == 3 and rep.accuracy.target == 0.94
+    assert [l.name for l in rep.latency.layers] == ["conv1", "pool1", "conv2", "<fc>"]
+    assert rep.latency.layers[0].spec == KernelSpec.from_dict(LAYERS[0]["spec"])
+    path = rep.write(tmp_path / "d.json")
+    again = DeployReport.read(path)
+    assert again == rep
+    for k, v in doc.items():
+        if k != "latency":
+            assert again.to_dict()[k] == v, k
+    assert again.to_dict()["latency"]["layers"] == doc["latency"]["layers"]
+    listed = DeployReport.from_dict({**doc, "mismatches": [4, 17, 23]})
+    assert listed.mismatches == 3 and listed.mismatch_ids == [4, 17, 23]
+
+
+@pytest.mark.parametrize("over,match", [
+    ({"bit_exact": "yes"}, "'bit_exact' is not true or false"),
+    ({"mismatches": "three"}, "neither a count nor a list"),
+    ({"latency": {"layers": [{"name": "a", "measured_median": "fast"}]}}, "layer 0 has a non-numeric 'measured_median'"),
+    ({"latency": {"layers": [{"name": "a", "spec": {"op": "matmul", "shape": [1, 2], "qa": 8, "qw": 8}}]}},
+     "layer 0 has a malformed kernel spec"),
+    ({"accuracy": [0.9]}, "'accuracy' is not an object"),
+])
+def test_deploy_report_malformed_fields_are_one_sentence(over, match):
+    from harness.errors import UserError
+    from mpq.deploy_report import DeployReport
+
+    with pytest.raises(UserError, match=match) as e:
+        DeployReport.from_dict({**deploy_doc(), **over}, "deploy file d.json")
+    assert str(e.value).startswith("deploy file d.json is malformed: ") and "\n" not in str(e.value)

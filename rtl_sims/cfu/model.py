@@ -7,7 +7,7 @@ rd as a signed int32 (Python int).
 
 from __future__ import annotations
 
-BITS = (1, 2, 4, 8)
+from kernels.numeric import BITS
 OPCODE = 0x0B          # custom-0
 _MASK32 = 0xFFFFFFFF
 
