@@ -8,7 +8,6 @@ end-to-end latency is set beside the proxy's prediction.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -231,10 +230,10 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
 
 
 def write_report(res: DeployResult, path: str | Path) -> None:
-    try:
-        Path(path).write_text(json.dumps(res.report, indent=2))
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror}.") from None
+    """deploy.json through its dataclass (validated, written atomically)."""
+    from .deploy_report import DeployReport
+
+    DeployReport.from_dict(res.report, "the deploy report").write(path)
 
 
 def summary_text(r: dict) -> str:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import click
 
 from harness.cli import emit, param_option
+from harness.documents import write_document
 from harness.errors import UserError
 
 
@@ -55,7 +54,7 @@ def validate(model_name, dataset, data_dir, target_name, proxy_path, n_schemes, 
                          proxy_path, progress=not no_progress and not as_json)
     doc = v.to_dict()
     if output:
-        Path(output).write_text(json.dumps(doc, indent=1) + "\n")
+        write_document(output, doc, what="validation file")
     emit(doc, as_json, summary_text(v) + (f"\nwrote {output}" if output else ""))
     if not doc["summary"]["bit_exact"]:
         raise SystemExit(1)

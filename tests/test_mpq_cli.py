@@ -3,7 +3,6 @@ and load_scheme for the deploy code."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
