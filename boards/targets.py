@@ -42,6 +42,7 @@ from harness.params import Param, at_least, between, integer, number, positive, 
 from harness.protocol import REQ_BYE, ModelInfo, encode_frame
 from harness.target import MODEL_IMAGES, BuildResult, Capabilities, DeviceSession, Target, fingerprint_of
 from kernels import toolchain as tc
+from kernels.ir import generator_digest
 
 from . import emulator, firmware, lock, sfl
 from .client import BoardClient, LinkLost
@@ -310,7 +311,7 @@ class BoardTarget(Target):
         self.kernel_timeout = self.profile.kernel_timeout_s
 
     def capabilities(self) -> Capabilities:
-        return replace(self.CAPABILITIES, memory_bytes=self.profile.main_ram_size)
+        return replace(self.CAPABILITIES, memory_bytes=self.profile.main_ram_size, dcache_bytes=4096)
 
     # ---- availability and build ----------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
@@ -354,7 +355,7 @@ class BoardTarget(Target):
         image = fw.path.parent / "bench.bin"
         gcc_id = tc.tool_identity(shutil.which(firmware.RV_GCC) or firmware.RV_GCC)
         parts = {"target": self.name, "profile": p.fingerprint_parts(), "soc": soc_digest, "firmware": fw.digest,
-                 "cc": gcc_id}
+                 "cc": gcc_id, "generator": generator_digest()}
         img = json.loads((fw.path.parent / "image.json").read_text())
         info = {"profile": p.summary(), "soc_digest": soc_digest, "firmware_digest": fw.digest, "cc": gcc_id,
                 "cflags": [f"-march={p.march}", f"-mabi={p.mabi}", *firmware.BASE_CFLAGS, *p.cflags],

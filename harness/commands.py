@@ -10,12 +10,13 @@ from . import registry
 from .cli import FiniteFloat, emit, main, param_option
 from .errors import UserError
 from .measure import StatsPolicy
-from .spec import KernelSpec, parse_shape
+from .spec import ALL_OPS, LAYER_OPS, MODES, KernelSpec, parse_shape
 from .store import Measurement, Store
 
 SHAPE_HELP = ("matmul: N,M,K (N activation rows, M outputs, K reduction); "
               "conv2d: N,C,H,W,K,KS,S,P[,G] (NCHW input, K output channels, "
-              "square kernel KS, stride S, zero padding P, groups G, default 1).")
+              "square kernel KS, stride S, zero padding P, groups G, default 1); "
+              "maxpool/avgpool: N,C,H,W,KS,S.")
 
 
 @main.command()
@@ -38,31 +39,47 @@ def targets(as_json: bool) -> None:
     emit(rows, as_json, "\n".join(lines))
 
 
+MODE_HELP = ("kernel: warm repeats of the kernel alone (profiling); layer: the layer exactly as a deployed "
+             "model runs it (packing, kernel, requantisation, cache state), what latency models use.")
+
+
 @main.command()
 @click.option("--target", "target_name", default="host", show_default=True)
-@click.option("--op", type=click.Choice(["matmul", "conv2d"]), required=True)
+@click.option("--op", type=click.Choice(list(ALL_OPS)), required=True,
+              help="maxpool / avgpool: layer mode only.")
 @click.option("--shape", required=True, help=SHAPE_HELP)
 @click.option("--qa", type=int, required=True, help="activation bits, one of 1,2,4,8")
-@click.option("--qw", type=int, required=True, help="weight bits, one of 1,2,4,8")
+@click.option("--qw", type=int, default=None, help="weight bits, one of 1,2,4,8 (none for pools)")
+@click.option("--mode", type=click.Choice(list(MODES)), default="kernel", show_default=True, help=MODE_HELP)
+@click.option("--out-bits", type=click.Choice(["0", "1", "2", "4", "8"]), default=None,
+              help="Layer mode: width of the codes the layer writes (0: int32 logits; default 8, pools: qa).")
 @click.option("--repeats", type=click.IntRange(min=1), default=None,
               help="Exact number of timed repeats (default: adaptive until the relative IQR is under 5%).")
 @param_option()
 @click.option("--json", "as_json", is_flag=True)
-def measure(target_name, op, shape, qa, qw, repeats, params, as_json):
-    """Measure one kernel on one target.
+def measure(target_name, op, shape, qa, qw, mode, out_bits, repeats, params, as_json):
+    """Measure one kernel (or, with --mode layer, one layer) on one target.
 
     \b
     Shapes:
       matmul  N,M,K
       conv2d  N,C,H,W,K,KS,S,P[,G]
+      maxpool / avgpool  N,C,H,W,KS,S
     """
     from .sweep import measure_single
 
-    spec = KernelSpec(op, parse_shape(op, shape), qa, qw)
+    weightless = op in LAYER_OPS
+    if qw is None and not weightless:
+        raise UserError(f"--qw is required for {op}.")
+    if mode == "kernel" and out_bits is not None:
+        raise UserError("--out-bits applies to --mode layer only.")
+    ob = int(out_bits) if out_bits is not None else (qa if weightless else 8)
+    spec = KernelSpec(op, parse_shape(op, shape), qa, 0 if weightless else qw, mode, ob if mode == "layer" else 0)
+    qw = spec.qw
     policy = StatsPolicy(fixed_repeats=repeats) if repeats else StatsPolicy()
     m, build = measure_single(target_name, spec, params, policy)
     d = m.to_dict()
-    d.update(target=target_name, op=op, shape=list(spec.shape), qa=qa, qw=qw)
+    d.update(target=target_name, op=op, shape=list(spec.shape), qa=qa, qw=qw, mode=mode, out_bits=spec.out_bits)
     text = (f"{spec} on {target_name}: median {m.median:.0f} {m.unit}, IQR {m.iqr:.0f} "
             f"({100 * (m.rel_iqr or 0):.2f}%), {len(m.raw)} repeats, checksum {'ok' if m.checksum_ok else 'MISMATCH'}")
     emit(d, as_json, text)
@@ -70,23 +87,26 @@ def measure(target_name, op, shape, qa, qw, repeats, params, as_json):
 
 @main.command()
 @click.option("--target", "target_name", required=True)
-@click.option("--plan", required=True, help="smoke | grid | zoo | random:N[:SEED]")
+@click.option("--plan", required=True, help="smoke | grid | zoo | random:N[:SEED] | model:NAME")
 @click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--jobs", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
               help="Parallel workers, one booted target each.")
 @click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786) instead of local workers.")
-@click.option("--op", "ops", multiple=True, type=click.Choice(["matmul", "conv2d"]), help="Restrict to these ops.")
+@click.option("--op", "ops", multiple=True, type=click.Choice(list(ALL_OPS)), help="Restrict to these ops.")
+@click.option("--mode", type=click.Choice(list(MODES)), default="kernel", show_default=True, help=MODE_HELP)
 @param_option()
 @click.option("--budget", type=FiniteFloat(min=0.0), default=2.0, show_default=True,
               help="Seconds per spec for adaptive repeats (noisy targets).")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def sweep(target_name, plan, store_path, jobs, scheduler, ops, params, budget, no_progress, as_json):
-    """Measure every spec of a plan; resumes: stored specs are skipped."""
+def sweep(target_name, plan, store_path, jobs, scheduler, ops, mode, params, budget, no_progress, as_json):
+    """Measure every spec of a plan; resumes: stored specs are skipped.
+
+    Plans: smoke, grid, zoo, random:N[:SEED], model:NAME (layer mode: one model's layers)."""
     from .sweep import run_sweep
 
     s = run_sweep(target_name, plan, store_path, jobs=jobs, params=params, scheduler=scheduler,
-                  policy=StatsPolicy(budget_s=budget), progress=not no_progress, ops=list(ops) or None)
+                  policy=StatsPolicy(budget_s=budget), progress=not no_progress, ops=list(ops) or None, mode=mode)
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.by_status.items())) or "nothing new"
     emit(s.to_dict(), as_json,
          f"{target_name} plan {plan}: {s.total} specs, {s.skipped_existing} already stored, "

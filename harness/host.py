@@ -15,6 +15,8 @@ from kernels import toolchain as tc
 from .errors import BuildError, CrashError, MeasureError, ToolchainMissing
 from .protocol import Client
 from .registry import register
+from kernels.ir import generator_digest
+
 from .target import MODEL_IMAGES, BuildResult, DeviceSession, ModelToolchain, Target, fingerprint_of
 from .transports import ProcessTransport
 
@@ -71,7 +73,8 @@ class HostTarget(Target):
             art = tc.build_cached("firmware-host", inputs, [ident, *CFLAGS], "bench-host", compile_fw)
         except tc.ToolError as e:
             raise BuildError(f"building the host firmware failed: {e}", e.stderr) from None
-        parts = {"target": self.name, "firmware": art.digest, "cpu": cpu_model(), "cc": ident}
+        parts = {"target": self.name, "firmware": art.digest, "cpu": cpu_model(), "cc": ident,
+                 "generator": generator_digest()}
         return BuildResult(self.name, fingerprint_of(parts), {"firmware": str(art.path)},
                            info={"cpu": cpu_model(), "cc": ident, "firmware_digest": art.digest,
                                  "cflags": CFLAGS}, cached=art.cached)

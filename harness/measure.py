@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import MeasureError, MismatchError
+from .errors import CrashError, MeasureError, MicoError, MismatchError, UnsupportedError
 from .spec import KernelSpec
 from .store import Measurement
-from .target import Session
+from .target import Session, Target
 
 
 @dataclass
@@ -33,8 +33,10 @@ class StatsPolicy:
 
 
 def spec_seed(spec: KernelSpec) -> int:
-    """Deterministic per-spec seed: re-measuring a spec uses identical inputs."""
-    return zlib.crc32(repr(spec.key()).encode()) or 1
+    """Deterministic per-spec seed: re-measuring a spec uses identical inputs
+    (kernel-mode seeds are those of the stores written before layer mode existed)."""
+    key = spec.key()[:4] if spec.mode == "kernel" else spec.key()
+    return zlib.crc32(repr(key).encode()) or 1
 
 
 def summarize(values: list[float]) -> tuple[float, float, float]:
@@ -51,8 +53,13 @@ def expected_checksum(spec: KernelSpec, seed: int) -> int:
 
 def measure(session: Session, spec: KernelSpec, fingerprint: str, deterministic: bool,
             policy: StatsPolicy | None = None, timeout: float | None = None,
-            verify: bool = True) -> Measurement:
-    """Measure one spec; MeasureErrors propagate (the caller records them)."""
+            verify: bool = True, target: "Target | None" = None) -> Measurement:
+    """Measure one spec; MeasureErrors propagate (the caller records them).
+    Layer-mode specs need the ``target`` (its model toolchain and caches)."""
+    if spec.mode == "layer":
+        if target is None:
+            raise UnsupportedError("a layer-mode measurement needs its target (model toolchain and caches)")
+        return measure_layer(session, target, spec, fingerprint, deterministic, policy, timeout)
     policy = policy or StatsPolicy()
     seed = spec_seed(spec)
     t0 = time.monotonic()
@@ -108,6 +115,96 @@ def measure(session: Session, spec: KernelSpec, fingerprint: str, deterministic:
                        seed=seed, retries=session.link_stats.retries - retries0,
                        reconnects=session.link_stats.reconnects - reconnects0,
                        wall_s=time.monotonic() - t0)
+
+
+#: relative difference allowed between the two timed runs of a layer-mode measurement on a simulator
+LAYER_REPEAT_TOLERANCE = 0.005
+LAYER_REPEAT_SLACK = 128        # cycles: a few cache lines refilled at other addresses
+
+
+def _layer_image(target: "Target", graph, spec: KernelSpec) -> bytes:
+    from kernels.ir import codegen
+
+    try:
+        gen = codegen.generate(graph, {"model": f"layer {spec}"}, code_output=True)
+        return codegen.compile_image(gen, target.model_toolchain())
+    except MicoError as e:
+        raise CrashError(f"the measurement image of {spec} did not build: {e}") from None
+
+
+def measure_layer(session: Session, target: "Target", spec: KernelSpec, fingerprint: str, deterministic: bool,
+                  policy: StatsPolicy | None = None, timeout: float | None = None) -> Measurement:
+    """One layer as a deployed model runs it (DESIGN.md s4, docs/cost-model.md).
+
+    The layer becomes a one-layer model (kernels/ir/layer.py): an untimed step
+    evicts the data cache and writes the input as a previous layer would, the
+    layer runs once untimed (its code in the instruction cache, as after an
+    earlier layer of the same kind) and once timed, through exactly the C the
+    generator emits for it.  Its timer slot is the value; its outputs are
+    checked against the IR's integer semantics on every run."""
+    from kernels.ir import IRError
+    from kernels.ir.layer import graph_for_spec, layer_inputs
+
+    policy = policy or StatsPolicy()
+    caps = target.capabilities()
+    if "layer" not in caps.modes or not (caps.model_images or caps.ir_models):
+        raise UnsupportedError(f"{target.name} cannot run layer-mode measurements (it runs no models)")
+    if spec.qa not in caps.bits or (spec.has_weights and spec.qw not in caps.bits):
+        raise UnsupportedError(f"{target.name} does not support {spec.qa}x{spec.qw}")
+    seed = spec_seed(spec)
+    t0 = time.monotonic()
+    retries0, reconnects0 = session.link_stats.retries, session.link_stats.reconnects
+    # one timed run per model run: more layer nodes in one image would move its buffers, and on a
+    # 4 KiB direct-mapped data cache buffer placement alone moves a layer by up to ~10%
+    per_run = 1
+    try:
+        graph, in_type = graph_for_spec(spec, seed, evict_bytes=2 * caps.dcache_bytes, warm=True, repeats=per_run)
+    except IRError as e:
+        raise UnsupportedError(str(e)) from None
+    x = layer_inputs(in_type, seed, 1)
+    want = graph.run(x).reshape(-1)
+    if caps.model_images:
+        session.load_model(_layer_image(target, graph, spec))
+    else:
+        session.load_ir_model(graph)
+    values: list[float] = []
+
+    def run_once() -> None:
+        r = session.run_model(x.tobytes(), timeout=timeout)
+        if len(r.outputs) != want.size or np.any(np.asarray(r.outputs, dtype=np.int64) != want):
+            raise MismatchError(f"the layer's outputs differ from the integer reference on {spec}")
+        values.extend(float(v) for v in r.layers[-per_run:])
+
+    if deterministic:
+        run_once()
+        run_once()
+        # the first run after loading follows other code (branch history, cache contents), which
+        # may shift some cycles (seen: up to ~70 on VexRiscv); more is a simulator that is not
+        # deterministic
+        if abs(values[0] - values[1]) > max(LAYER_REPEAT_TOLERANCE * max(values), LAYER_REPEAT_SLACK):
+            raise MismatchError(f"non-deterministic timing on a simulator: {values[0]:.0f} vs {values[1]:.0f}")
+    else:
+        for _ in range(policy.warmup):
+            run_once()
+        values.clear()
+        n_fixed = policy.fixed_repeats
+        while True:
+            run_once()
+            if n_fixed:
+                if len(values) >= n_fixed:
+                    break
+                continue
+            enough = len(values) >= policy.min_repeats
+            med, iqr, _ = summarize(values)
+            if enough and med > 0 and iqr / med <= policy.rel_iqr:
+                break
+            if len(values) >= policy.max_repeats or (enough and time.monotonic() - t0 > policy.budget_s):
+                break
+    med, iqr, mn = summarize(values)
+    return Measurement(spec=spec, fingerprint=fingerprint, status="ok", unit=session.hello.timer_unit,
+                       raw=values, median=med, iqr=iqr, min=mn, checksum_ok=True, seed=seed,
+                       retries=session.link_stats.retries - retries0,
+                       reconnects=session.link_stats.reconnects - reconnects0, wall_s=time.monotonic() - t0)
 
 
 def error_measurement(spec: KernelSpec, fingerprint: str, err: MeasureError, wall_s: float) -> Measurement:

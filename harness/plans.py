@@ -26,7 +26,7 @@ from itertools import islice
 from typing import Iterable, Iterator
 
 from .errors import UserError
-from .spec import BITS, OPS, KernelSpec
+from .spec import ALL_OPS, BITS, OPS, KernelSpec
 
 ALL_PAIRS = tuple((a, w) for a in BITS for w in BITS)
 
@@ -102,6 +102,19 @@ def random_shapes(n: int, seed: int = 0) -> Iterator[tuple[str, tuple]]:
         yield "conv2d", shape
 
 
+#: out widths a layer-mode spec of a plan without models is measured at: int32 logits, the
+#: sign path, and the requantisation (2, 4 and 8 bits run the same code)
+LAYER_OUT_BITS = (0, 1, 8)
+
+
+def _model_plan(kind: str, arg: str | None = None) -> list[KernelSpec]:
+    """Layer-mode specs of the built-in models (mpq/) through the ``mico.plans`` entry points."""
+    for ep in entry_points(group="mico.plans"):
+        if ep.name == kind:
+            return list(ep.load()(arg) if arg is not None else ep.load()())
+    raise UserError("layer plans of models need the built-in models (package mpq); reinstall mico-hil.")
+
+
 def _zoo() -> dict[str, list[tuple]]:
     shapes: dict[str, set] = {"matmul": set(), "conv2d": set()}
     eps = list(entry_points(group="mico.plans"))
@@ -147,27 +160,57 @@ class Plan:
             return (shape for o, shape in random_shapes(self.n_random, self.seed) if o == op)
         return iter(self._listed().get(op, ()))
 
-    def size(self, pairs: Iterable[tuple[int, int]] = ALL_PAIRS, ops: Iterable[str] | None = None) -> int:
-        """Number of specs `specs` yields, by arithmetic."""
-        return len(list(pairs)) * sum(self.count(op) for op in _ops(ops))
+    @property
+    def is_model(self) -> bool:
+        return self.name.startswith("model:")
 
-    def specs(self, pairs: Iterable[tuple[int, int]] = ALL_PAIRS, ops: Iterable[str] | None = None
-              ) -> Iterator[KernelSpec]:
-        """Every shape crossed with every pair, op by op."""
+    def _layer_specs(self, pairs, ops) -> list[KernelSpec]:
+        """Layer-mode specs that come from models: every layer of every zoo model (or of one
+        model) at every bit-width it can have in a scheme, as the model runs it."""
+        specs = _model_plan("zoo-layers") if self.name == "zoo" else _model_plan("model", self.name[6:])
+        pairs, ops = set(pairs), set(_ops(ops, ALL_OPS))
+        return [s for s in specs if s.op in ops and (not s.has_weights or (s.qa, s.qw) in pairs)]
+
+    def size(self, pairs: Iterable[tuple[int, int]] = ALL_PAIRS, ops: Iterable[str] | None = None,
+             mode: str = "kernel") -> int:
+        """Number of specs `specs` yields (by arithmetic, but for model-derived layer plans)."""
         pairs = list(pairs)
+        if mode == "layer" and (self.name == "zoo" or self.is_model):
+            return len(self._layer_specs(pairs, ops))
+        if self.is_model:
+            return 0
+        n = len(pairs) * sum(self.count(op) for op in _ops(ops))
+        return n * len(LAYER_OUT_BITS) if mode == "layer" else n
+
+    def specs(self, pairs: Iterable[tuple[int, int]] = ALL_PAIRS, ops: Iterable[str] | None = None,
+              mode: str = "kernel") -> Iterator[KernelSpec]:
+        """Every shape crossed with every pair, op by op; in layer mode also with every
+        output width (LAYER_OUT_BITS, or the widths a model's layers really have)."""
+        pairs = list(pairs)
+        if mode == "layer" and (self.name == "zoo" or self.is_model):
+            yield from self._layer_specs(pairs, ops)
+            return
+        if self.is_model:
+            raise UserError(f"plan {self.name!r} lists a model's layers: measure it with the layer mode.")
         for op in _ops(ops):
             for shape in self.shapes(op):
                 for qa, qw in pairs:
-                    yield KernelSpec(op, tuple(shape), qa, qw)
+                    if mode == "layer":       # a model runs one image at a time: N = 1
+                        for ob in LAYER_OUT_BITS:
+                            yield KernelSpec(op, (1, *shape[1:]), qa, qw, "layer", ob)
+                    else:
+                        yield KernelSpec(op, tuple(shape), qa, qw)
 
 
-def _ops(ops: Iterable[str] | None) -> list[str]:
-    return [op for op in OPS if ops is None or op in set(ops)]
+def _ops(ops: Iterable[str] | None, known: Iterable[str] = OPS) -> list[str]:
+    return [op for op in known if ops is None or op in set(ops)]
 
 
 def parse_plan(name: str) -> Plan:
     """Check a plan's text (nothing is drawn or loaded); one sentence if it is malformed."""
     if name in ("smoke", "grid", "zoo"):
+        return Plan(name)
+    if name.startswith("model:") and len(name) > 6:
         return Plan(name)
     if name.startswith("random:"):
         parts = name.split(":")
@@ -179,7 +222,7 @@ def parse_plan(name: str) -> Plan:
         if n < 2 or len(parts) > 3:
             raise UserError(f"plan {name!r} is malformed; use random:N[:SEED] with N >= 2.")
         return Plan(name, n, seed)
-    raise UserError(f"unknown plan {name!r}; use smoke, grid, zoo or random:N.")
+    raise UserError(f"unknown plan {name!r}; use smoke, grid, zoo, random:N or model:NAME.")
 
 
 def iter_specs(name: str, pairs: Iterable[tuple[int, int]] = ALL_PAIRS, ops: Iterable[str] | None = None

@@ -38,7 +38,7 @@ from .spec import KernelSpec
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: PRAGMA application_id of a mico-hil store: "MICO"
 APPLICATION_ID = 0x4D49434F
 SOURCES = ("measured", "imported", "synthetic")
@@ -73,19 +73,24 @@ _TABLES = (
     wall_s REAL,
     source TEXT NOT NULL DEFAULT 'measured',   -- measured | imported | synthetic
     created_at REAL NOT NULL,
-    UNIQUE (fingerprint, op, shape, qa, qw)
+    mode TEXT NOT NULL DEFAULT 'kernel',       -- kernel | layer (schema 3)
+    out_bits INTEGER NOT NULL DEFAULT 0,       -- layer mode: output code width, 0 = int32 (schema 3)
+    UNIQUE (fingerprint, op, shape, qa, qw, mode, out_bits)
 )""",
     """CREATE INDEX IF NOT EXISTS meas_target_op ON measurements (fingerprint, op)""",
     """CREATE INDEX IF NOT EXISTS targets_name ON targets (name)""",
 )
 
-_MEAS_COLS = ("id", "fingerprint", "op", "shape", "qa", "qw", "status", "unit", "raw", "median", "iqr", "min",
-              "checksum_ok", "error", "seed", "retries", "reconnects", "wall_s", "source", "created_at")
+_MEAS_COLS_2 = ("id", "fingerprint", "op", "shape", "qa", "qw", "status", "unit", "raw", "median", "iqr", "min",
+                "checksum_ok", "error", "seed", "retries", "reconnects", "wall_s", "source", "created_at")
+_MEAS_COLS = _MEAS_COLS_2 + ("mode", "out_bits")
 #: columns each schema version must have, per table (an "old layout" lacks some)
 _REQUIRED = {
     1: {"meta": ("key", "value"), "targets": ("fingerprint", "name", "info", "created_at"),
-        "measurements": _MEAS_COLS},
+        "measurements": _MEAS_COLS_2},
     2: {"meta": ("key", "value"), "targets": ("fingerprint", "name", "info", "created_at", "source"),
+        "measurements": _MEAS_COLS_2},
+    3: {"meta": ("key", "value"), "targets": ("fingerprint", "name", "info", "created_at", "source"),
         "measurements": _MEAS_COLS},
 }
 
@@ -99,6 +104,15 @@ _MIGRATIONS = {
         " HAVING MIN(source) = MAX(source) AND MIN(source) IN ('imported', 'synthetic'))",
         "CREATE INDEX IF NOT EXISTS targets_name ON targets (name)",
         f"PRAGMA application_id = {APPLICATION_ID}",
+    ),
+    # the measurement mode joins the key: SQLite cannot change a UNIQUE constraint, so the table is rebuilt
+    2: (
+        _TABLES[2].replace("IF NOT EXISTS measurements", "measurements_v3"),
+        f"INSERT INTO measurements_v3 ({', '.join(_MEAS_COLS_2)}, mode, out_bits)"
+        f" SELECT {', '.join(_MEAS_COLS_2)}, 'kernel', 0 FROM measurements",
+        "DROP TABLE measurements",
+        "ALTER TABLE measurements_v3 RENAME TO measurements",
+        _TABLES[3],
     ),
 }
 
@@ -441,14 +455,21 @@ class Store:
         return fps
 
     # ---- measurements -----------------------------------------------------------
+    def _meas_columns(self) -> str:
+        """The measurement columns; a store of an older schema, read as it is, has kernel-mode rows only."""
+        if self.schema_version >= 3:
+            return ", ".join(_MEAS_COLS)
+        return ", ".join(_MEAS_COLS_2) + ", 'kernel', 0"
+
     def done_keys(self, fingerprint: str) -> set[tuple]:
+        """Keys (``KernelSpec.key()``) of every stored spec of a build."""
         rows = self.db.execute(
-            "SELECT op, shape, qa, qw FROM measurements WHERE fingerprint=?", (fingerprint,)
+            "SELECT op, shape, qa, qw, mode, out_bits FROM measurements WHERE fingerprint=?", (fingerprint,)
         ).fetchall()
         return {tuple(r) for r in rows}
 
     def done_among(self, fingerprint: str, keys: Iterable[tuple]) -> set[tuple]:
-        """Which of `keys` ((op, shape text, qa, qw), a sweep's batch) are stored: reads only those rows."""
+        """Which of `keys` (``KernelSpec.key()``, a sweep's batch) are stored: reads only those rows."""
         keys = set(keys)
         found: set[tuple] = set()
         for op in sorted({k[0] for k in keys}):
@@ -456,7 +477,7 @@ class Store:
             for i in range(0, len(shapes), 500):
                 part = shapes[i:i + 500]
                 rows = self.db.execute(
-                    "SELECT op, shape, qa, qw FROM measurements WHERE fingerprint=? AND op=? AND shape IN "
+                    "SELECT op, shape, qa, qw, mode, out_bits FROM measurements WHERE fingerprint=? AND op=? AND shape IN "
                     f"({','.join('?' * len(part))})", (fingerprint, op, *part)).fetchall()
                 found |= {tuple(r) for r in rows} & keys
         return found
@@ -470,13 +491,13 @@ class Store:
             raise MicoError(f"measurement {m.spec} has non-numeric or non-finite raw values.") from None
         cur = self._write(
             f"{verb} INTO measurements (fingerprint, op, shape, qa, qw, status, unit, raw, median, iqr, min,"
-            " checksum_ok, error, seed, retries, reconnects, wall_s, source, created_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " checksum_ok, error, seed, retries, reconnects, wall_s, source, created_at, mode, out_bits)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 m.fingerprint, m.spec.op, m.spec.shape_str, m.spec.qa, m.spec.qw, m.status, m.unit,
                 raw, m.median, m.iqr, m.min,
                 None if m.checksum_ok is None else int(m.checksum_ok), m.error, m.seed,
-                m.retries, m.reconnects, m.wall_s, m.source, m.created_at,
+                m.retries, m.reconnects, m.wall_s, m.source, m.created_at, m.spec.mode, m.spec.out_bits,
             ),
         )
         return cur.rowcount > 0
@@ -529,14 +550,14 @@ class Store:
     def _decode(self, r: tuple, names: dict[str, str]) -> Measurement:
         """One measurements row -> Measurement; StoreError naming the row's key when malformed."""
         (rid, fp, op, shape, qa, qw, status, unit, raw, median, iqr, mn, ck, err, seed, retries, reconnects,
-         wall_s, source, created_at) = r
+         wall_s, source, created_at, mode, out_bits) = r
         try:
             try:
                 dims = tuple(int(x) for x in str(shape).split(","))
             except ValueError:
                 raise ValueError(f"its shape {shape!r} is not a comma-separated list of integers") from None
             try:
-                spec = KernelSpec(op, dims, qa, qw)
+                spec = KernelSpec(op, dims, qa, qw, mode, out_bits)
             except MicoError as e:
                 raise ValueError(str(e).rstrip(".")) from None
             try:
@@ -563,9 +584,9 @@ class Store:
         )
 
     def iter_measurements(self, fingerprints: list[str] | None = None, op: str | None = None,
-                          status: str | None = None) -> Iterator[Measurement]:
+                          status: str | None = None, mode: str | None = None) -> Iterator[Measurement]:
         """Measurements in insertion order, each with its KernelSpec and target name."""
-        q = f"SELECT {', '.join(_MEAS_COLS)} FROM measurements WHERE 1=1"
+        q = f"SELECT {self._meas_columns()} FROM measurements WHERE 1=1"
         args: list = []
         if fingerprints is not None:
             q += f" AND fingerprint IN ({','.join('?' * len(fingerprints))})"
@@ -576,21 +597,28 @@ class Store:
         if status:
             q += " AND status=?"
             args.append(status)
+        if mode and self.schema_version >= 3:
+            q += " AND mode=?"
+            args.append(mode)
+        elif mode and mode != "kernel":
+            return
         q += " ORDER BY id"
         names = {f: n for f, n in self.db.execute("SELECT fingerprint, name FROM targets")}
         for r in self.db.execute(q, args).fetchall():
             yield self._decode(r, names)
 
-    def rows(self, target: str | None = None, op: str | None = None, status: str | None = "ok") -> list[Measurement]:
+    def rows(self, target: str | None = None, op: str | None = None, status: str | None = "ok",
+             mode: str | None = None) -> list[Measurement]:
         """Measurements of `target` (name or fingerprint prefix; None: all), `op` and `status` (None: any).
 
         Each has a real `KernelSpec` and its target name; an unknown target is
         a one-sentence StoreError.
         """
         fps = None if target is None else self.target_fingerprints(target)
-        return list(self.iter_measurements(fps, op, status))
+        return list(self.iter_measurements(fps, op, status, mode))
 
-    def frame(self, target: str | None = None, op: str | None = None, status: str | None = "ok"):
+    def frame(self, target: str | None = None, op: str | None = None, status: str | None = "ok",
+              mode: str | None = None):
         """`rows` as a pandas DataFrame (the adapter for reports and the CLI).
 
         Columns: target, fingerprint, op, shape (str), one column per shape field
@@ -600,9 +628,10 @@ class Store:
         import pandas as pd
 
         out = []
-        for m in self.rows(target, op, status):
+        for m in self.rows(target, op, status, mode):
             d = {"target": m.target or "?", "fingerprint": m.fingerprint, "op": m.spec.op,
-                 "shape": m.spec.shape_str, "qa": m.spec.qa, "qw": m.spec.qw, "value": m.median,
+                 "shape": m.spec.shape_str, "qa": m.spec.qa, "qw": m.spec.qw, "mode": m.spec.mode,
+                 "out_bits": m.spec.out_bits, "value": m.median,
                  "iqr": m.iqr, "unit": m.unit, "status": m.status, "checksum_ok": m.checksum_ok,
                  "retries": m.retries, "reconnects": m.reconnects, "source": m.source}
             d.update(m.spec.dims)

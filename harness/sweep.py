@@ -32,7 +32,7 @@ from . import registry
 from .errors import MeasureError, UserError
 from .measure import StatsPolicy, error_measurement, measure
 from .plans import batched, parse_plan
-from .spec import KernelSpec
+from .spec import ALL_OPS, KernelSpec
 from .store import Measurement, Store
 from .target import BuildResult, Session, Target
 from .transports import die_with_parent
@@ -68,12 +68,12 @@ def measure_one(target_name: str, params: dict, build: dict, spec: dict, policy:
     spec_ = KernelSpec.from_dict(spec)
     t0 = time.monotonic()
     try:
-        session, _ = _session(target_name, params, build)
+        session, target = _session(target_name, params, build)
     except MeasureError as e:
         _drop_session()
         return error_measurement(spec_, build["fingerprint"], e, time.monotonic() - t0)
     try:
-        return measure(session, spec_, build["fingerprint"], deterministic, policy, timeout)
+        return measure(session, spec_, build["fingerprint"], deterministic, policy, timeout, target=target)
     except MeasureError as e:
         m = error_measurement(spec_, build["fingerprint"], e, time.monotonic() - t0)
         if e.kind in ("crash", "timeout"):
@@ -147,7 +147,7 @@ def _stop_workers(ex) -> None:
 
 def run_sweep(target_name: str, plan: str, store_path: str, jobs: int = 1, params: dict | None = None,
               scheduler: str | None = None, policy: StatsPolicy | None = None,
-              progress: bool = True, ops: list[str] | None = None) -> SweepSummary:
+              progress: bool = True, ops: list[str] | None = None, mode: str = "kernel") -> SweepSummary:
     params = params or {}
     if jobs < 1:
         raise UserError(f"a sweep needs at least 1 worker, not {jobs}.")
@@ -162,8 +162,14 @@ def run_sweep(target_name: str, plan: str, store_path: str, jobs: int = 1, param
     info["hello"] = hello.to_dict()
     info["params"] = dict(target.params)
     store.add_target(build.fingerprint, target_name, info)
+    if mode not in target.capabilities().modes:
+        store.close()
+        raise UserError(f"target {target_name} does not measure in {mode} mode; it offers "
+                        f"{', '.join(m for m in target.capabilities().modes if m != 'model')}.")
     op_list = [o for o in hello.ops if ops is None or o in ops]
-    total = plan_.size(hello.pairs, op_list)
+    if mode == "layer":
+        op_list = [o for o in ALL_OPS if ops is None or o in ops]
+    total = plan_.size(hello.pairs, op_list, mode)
     summary = SweepSummary(target_name, build.fingerprint, plan, total, 0, build_cached=build.cached)
     policy = policy or StatsPolicy()
     batch_size = max(64, 8 * jobs)
@@ -173,7 +179,7 @@ def run_sweep(target_name: str, plan: str, store_path: str, jobs: int = 1, param
     stopped = False
     args = (target_name, params, build.to_dict())
     try:
-        for batch in batched(plan_.specs(hello.pairs, op_list), batch_size):
+        for batch in batched(plan_.specs(hello.pairs, op_list, mode), batch_size):
             todo = _new_specs(store, build.fingerprint, batch)
             summary.skipped_existing += len(batch) - len(todo)
             if bar is None and progress and todo:
@@ -241,9 +247,9 @@ def measure_single(target_name: str, spec: KernelSpec, params: dict | None = Non
     """`mico measure`: one spec, in this process, errors as MeasureError."""
     target = registry.get(target_name, **(params or {}))
     with target.session() as session:
-        if not session.supports(spec):
+        if spec.mode == "kernel" and not session.supports(spec):
             raise UserError(f"target {target_name} does not support {spec.op} with qa={spec.qa}, qw={spec.qw};"
                             f" it supports {', '.join(f'{a}x{w}' for a, w in session.hello.pairs)}.")
         m = measure(session, spec, session.build_result.fingerprint, target.deterministic, policy,
-                    target.kernel_timeout)
+                    target.kernel_timeout, target=target)
     return m, session.build_result

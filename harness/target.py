@@ -73,13 +73,14 @@ class Capabilities:
     bits: tuple[int, ...] = BITS
     memory_bytes: int | None = None   # RAM for tensors / images, when the target knows it
     modes: tuple[str, ...] = ("kernel",)
+    dcache_bytes: int = 0        # data cache a layer-mode measurement evicts first (0: none to evict)
 
     def to_dict(self) -> dict:
         return {"model_images": self.model_images, "ir_models": self.ir_models, "bits": list(self.bits),
-                "memory_bytes": self.memory_bytes, "modes": list(self.modes)}
+                "memory_bytes": self.memory_bytes, "modes": list(self.modes), "dcache_bytes": self.dcache_bytes}
 
 
-MODEL_IMAGES = Capabilities(model_images=True, modes=("kernel", "model"))
+MODEL_IMAGES = Capabilities(model_images=True, modes=("kernel", "layer", "model"))
 
 
 class Session:

@@ -39,16 +39,22 @@ def _pct(measured: float | None, predicted: float | None) -> float | None:
     return 100.0 * (predicted - measured) / measured
 
 
-def _predict(proxy_path: str | None, timed: list[dict]) -> tuple[list[float | None], str | None]:
+def _load_latency(proxy_path: str | None):
+    """The latency model of a proxy file, or None (no file given, or it is gone)."""
     if not proxy_path:
-        return [None] * len(timed), None
+        return None
     from proxy.model import load_proxies
 
     p = Path(proxy_path)
     if not p.exists():
         log.warning("proxy %s not found; no predictions", p)
+        return None
+    return load_proxies(p)
+
+
+def _predict(lat, timed: list[dict]) -> tuple[list[float | None], str | None]:
+    if lat is None:
         return [None] * len(timed), None
-    lat = load_proxies(p)
     out: list[float | None] = []
     for t in timed:
         if t["spec"] is None:
@@ -61,9 +67,11 @@ def _predict(proxy_path: str | None, timed: list[dict]) -> tuple[list[float | No
     return out, getattr(lat, "unit", None)
 
 
-def timed_layers(graph: ir.Graph) -> list[dict]:
-    """The nodes a device reports times for, in its order: name, kind, kernel spec."""
-    return [{"name": n.name, "kind": n.op.kind, "spec": graph.spec(n), "node": n.index} for n in graph.timed_nodes]
+def timed_layers(graph: ir.Graph, mode: str = "kernel") -> list[dict]:
+    """The nodes a device reports times for, in its order: name, kind, the spec they are
+    priced by in ``mode`` (layer mode: every timed node has one)."""
+    return [{"name": n.name, "kind": n.op.kind, "spec": graph.spec(n, 1, mode), "node": n.index}
+            for n in graph.timed_nodes]
 
 
 def check_scheme_matches(doc: dict, graph: ir.Graph) -> None:
@@ -167,12 +175,13 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
             raise UserError(f"running the model on {target_name} failed: {e}") from None
         build = session.build_result
     dev, times, totals = run.outputs, run.times, run.totals
-    timed = timed_layers(graph)
-
     mism = np.any(dev != ref, axis=1)
     unit = session.hello.timer_unit
     proxy_used = str(proxy_path) if proxy_path else scheme.get("proxy")
-    preds, punit = _predict(proxy_used, timed)
+    lat = _load_latency(proxy_used)
+    mode = lat.mode if lat is not None else "kernel"
+    timed = timed_layers(graph, mode)
+    preds, punit = _predict(lat, timed)
     unit_note = None
     if punit and punit != unit:
         # a proxy of another target (e.g. host ns) says nothing about these cycles
@@ -216,16 +225,22 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
         "latency": {
             "unit": unit, "measured_total_median": meas_total, "measured_total_iqr": float(q3 - q1),
             "predicted_total": pred_total, "error_pct": _pct(meas_total, pred_total),
-            "predicted_covers": "conv/linear kernels" + (" + other ops" if other else ""),
+            "predicted_covers": ("every layer, measured as deployed (layer mode)" if mode == "layer"
+                                 else "conv/linear kernels (kernel mode)") + (" + other ops" if other else ""),
             "proxy": proxy_used, "proxy_note": unit_note,
             "measured_modelled_layers": meas_modelled,
             "modelled_error_pct": _pct(meas_modelled, float(sum(p for p in preds if p is not None)) if modelled else None),
-            "layers": layers,
+            "layers": layers, "mode": mode,
         },
         "image_bytes": len(image) if image is not None else None, "scratch_bytes": gen.scratch_bytes,
         "activation_bytes": gen.act_bytes, "compile_s": compile_s,
-        "bits": [[l["qa"], l["qw"]] for l in layers if l["qa"] is not None],
+        "bits": [list(b) for b in graph.scheme],
     }
+    budget = scheme.get("budget") or {}
+    if isinstance(budget, dict) and budget.get("value") and budget.get("unit") == unit:
+        # the promise of the search, checked on the hardware
+        report["budget"] = {"text": budget.get("text"), "value": float(budget["value"]), "unit": unit,
+                            "measured": meas_total, "held": bool(meas_total <= float(budget["value"]))}
     return DeployResult(report)
 
 
@@ -250,6 +265,11 @@ def summary_text(r: dict) -> str:
                  + (f"{pt:.0f} ({lat['error_pct']:+.1f}%)" if pt is not None else "n/a"))
     if lat.get("proxy_note"):
         lines.append(f"  no predictions: {lat['proxy_note']}")
+    b = r.get("budget")
+    if b:
+        lines.append(f"budget {b['value']:.0f} {b['unit']} ({b['text']}): measured {b['measured']:.0f} -> "
+                     + ("the budget HELD on the hardware" if b["held"] else
+                        f"the budget was MISSED by {100 * (b['measured'] / b['value'] - 1):.1f}%"))
     if lat.get("modelled_error_pct") is not None:
         lines.append(f"  modelled layers only (conv/linear incl. packing and requant): measured "
                      f"{lat['measured_modelled_layers']:.0f}, error {lat['modelled_error_pct']:+.1f}%")

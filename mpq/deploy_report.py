@@ -129,6 +129,7 @@ class DeployLatency:
     measured_modelled_layers: float | None = None
     modelled_error_pct: float | None = None
     layers: list[DeployLayer] = field(default_factory=list)
+    mode: str | None = None          # the measurement mode the predictions come from (kernel | layer)
 
     def to_dict(self) -> dict:
         d = {k.name: getattr(self, k.name) for k in fields(self) if k.name != "layers"}
@@ -142,7 +143,7 @@ class DeployLatency:
             raise _Bad("'latency.layers' is not a list of objects")
         nums = {k: _num(d, k) for k in ("measured_total_median", "measured_total_iqr", "predicted_total", "error_pct",
                                         "measured_modelled_layers", "modelled_error_pct")}
-        strs = {k: _str(d, k) for k in ("unit", "predicted_covers", "proxy", "proxy_note")}
+        strs = {k: _str(d, k) for k in ("unit", "predicted_covers", "proxy", "proxy_note", "mode")}
         return cls(**nums, **strs, layers=[DeployLayer.from_dict(l, i) for i, l in enumerate(layers)])
 
 

@@ -37,6 +37,7 @@ def latency_fn_from_proxy(proxy) -> LatencyFn:
         return per, float(per.sum())
 
     fn.unit = getattr(proxy, "unit", None) or "proxy"   # type: ignore[attr-defined]
+    fn.mode = getattr(proxy, "mode", "kernel")          # type: ignore[attr-defined]
     return fn
 
 
@@ -60,6 +61,12 @@ bops_latency.unit = "bops"   # type: ignore[attr-defined]
 
 def latency_unit(fn: LatencyFn) -> str:
     return str(getattr(fn, "unit", "proxy"))
+
+
+def latency_mode(fn: LatencyFn) -> str:
+    """Which specs a latency function prices: "layer" (every layer as a deployed model runs
+    it, the default of fitted layer proxies) or "kernel" (the MAC kernels alone)."""
+    return str(getattr(fn, "mode", "kernel"))
 
 
 def predicted_latency(latency_fn: LatencyFn, specs: Sequence[KernelSpec]) -> tuple[np.ndarray, float]:

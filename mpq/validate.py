@@ -30,6 +30,7 @@ from kernels.ir import codegen
 from kernels.reference import BITS
 
 from .deploy import run_on_device, timed_layers
+from .evaluate import latency_mode
 from .fold import fold_model
 from .integer import build_integer_model
 from .models import QuantModel, Scheme
@@ -169,7 +170,7 @@ def validate(model: QuantModel, model_name: str, dataset, session, target, laten
                 run = run_on_device(session, graph, np.asarray(xq, dtype=np.int8), image)
             except MeasureError as e:
                 raise UserError(f"running scheme {label} on {target.name} failed: {e}") from None
-            timed = timed_layers(graph)
+            timed = timed_layers(graph, latency_mode(latency_fn) if latency_fn is not None else "kernel")
             per_pred: list[float | None] = [None] * len(timed)
             total_pred = None
             if latency_fn is not None:

@@ -1,22 +1,71 @@
-"""Layer shapes of the built-in models, for the sweep plan `zoo`.
+"""Layer shapes and layer-mode specs of the built-in models, for the sweep plans.
 
-harness/ must not import mpq/, so the plan finds this function through the
-``mico.plans`` entry-point group.
+harness/ must not import mpq/, so the plans find these functions through the
+``mico.plans`` entry-point group: ``zoo`` (kernel shapes), ``zoo-layers`` and
+``model`` (layer-mode specs: every layer at every bit-width a scheme can give it).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from harness.errors import UserError
+from harness.spec import KernelSpec
+from kernels.reference import BITS
+
 from .models import DATASET_HW, MODELS, get_model
+
+
+def _models() -> list:
+    out, seen_hw = [], set()
+    for dataset, hw in DATASET_HW.items():
+        if hw in seen_hw:
+            continue
+        seen_hw.add(hw)
+        out += [get_model(name, dataset) for name in MODELS]
+    return out
 
 
 def zoo_shapes(batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
     """(op, shape) of every quantisable layer of every built-in model and dataset size."""
     out: set[tuple[str, tuple[int, ...]]] = set()
-    seen_hw = set()
-    for dataset, hw in DATASET_HW.items():
-        if hw in seen_hw:
-            continue
-        seen_hw.add(hw)
-        for name in MODELS:
-            out.update((s.op, s.shape) for s in get_model(name, dataset).lower().specs(batch))
+    for m in _models():
+        out.update((s.op, s.shape) for s in m.lower().specs(batch))
     return sorted(out)
+
+
+def layer_variants(spec: KernelSpec, logits: bool) -> list[KernelSpec]:
+    """A layer at every bit-width a scheme can give it: (qa, qw) for MAC layers, and the
+    width of the codes it writes (the next layer's qa; int32 for the logits)."""
+    if not spec.has_weights:
+        return [replace(spec, qa=b, out_bits=b) for b in BITS]
+    outs = (0,) if logits else BITS
+    return [replace(spec, qa=a, qw=w, out_bits=o) for a in BITS for w in BITS for o in outs]
+
+
+def model_layer_specs(model) -> list[KernelSpec]:
+    g = model.lower()
+    out: dict[tuple, KernelSpec] = {}
+    for n in g.timed_nodes:
+        spec = g.spec(n, 1, "layer")
+        if spec is not None:
+            for v in layer_variants(spec, n.type.bits == 0):
+                out.setdefault(v.key(), v)
+    return list(out.values())
+
+
+def zoo_layer_specs() -> list[KernelSpec]:
+    """Layer-mode specs of every layer of every built-in model (plan ``zoo`` in layer mode)."""
+    out: dict[tuple, KernelSpec] = {}
+    for m in _models():
+        for s in model_layer_specs(m):
+            out.setdefault(s.key(), s)
+    return sorted(out.values())
+
+
+def one_model_layer_specs(arg: str) -> list[KernelSpec]:
+    """Plan ``model:NAME[:DATASET]``: the layer-mode specs of one model."""
+    name, _, dataset = arg.partition(":")
+    if name not in MODELS:
+        raise UserError(f"plan model:{arg} names no built-in model; use one of {', '.join(sorted(MODELS))}.")
+    return sorted(model_layer_specs(get_model(name, dataset or "digits")))

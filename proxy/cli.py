@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from harness.errors import UserError
-from harness.spec import OPS, KernelSpec
+from harness.spec import ALL_OPS, MODES, KernelSpec
 
 from .features import FEATURE_SETS
 from .model import MODELS, LatencyProxy, TrainingSet, save_proxies
@@ -41,7 +41,7 @@ def frame_training_set(df, op: str | None = None) -> TrainingSet:
     """
     if op is None:
         op = _single(df, "op")
-    if op not in OPS:
+    if op not in ALL_OPS:
         raise UserError(f"the table has no single op ({op!r}); pass op= matmul or conv2d.")
     if "op" in df.columns:
         df = df[df["op"] == op]
@@ -51,21 +51,26 @@ def frame_training_set(df, op: str | None = None) -> TrainingSet:
         raise UserError(f"the table has no column(s) {', '.join(missing)}; pass a Store.frame() DataFrame.")
     df = df[df["value"].notna()]
     shapes = zip(*(df[f].astype(int).tolist() for f in fields))
-    specs = [KernelSpec(op, shape, int(a), int(w))
-             for shape, a, w in zip(shapes, df["qa"].astype(int).tolist(), df["qw"].astype(int).tolist())]
+    n = len(df)
+    modes = df["mode"].astype(str).tolist() if "mode" in df.columns else ["kernel"] * n
+    outs = df["out_bits"].astype(int).tolist() if "out_bits" in df.columns else [0] * n
+    specs = [KernelSpec(op, shape, int(a), int(w), md, ob)
+             for shape, a, w, md, ob in zip(shapes, df["qa"].astype(int).tolist(), df["qw"].astype(int).tolist(),
+                                            modes, outs)]
     return TrainingSet(op, specs, df["value"].astype(float).tolist(), unit=_single(df, "unit"),
                        target=_single(df, "target"), fingerprint=_single(df, "fingerprint"))
 
 
-def _load_rows(store_path: str, target: str, op: str) -> list:
+def _load_rows(store_path: str, target: str, op: str, mode: str = "kernel") -> list:
     from harness.store import Store
 
     if not Path(store_path).exists():
         raise UserError(f"store {store_path} does not exist; run `mico sweep --store {store_path}` first.")
     with Store(store_path, readonly=True) as st:
-        rows = [m for m in st.rows(target, None if op == "all" else op, status="ok") if m.median is not None]
+        rows = [m for m in st.rows(target, None if op == "all" else op, status="ok", mode=mode)
+                if m.median is not None]
     if not rows:
-        what = "kernels" if op == "all" else f"{op} kernels"
+        what = ("kernels" if op == "all" else f"{op} kernels") + f" in {mode} mode"
         raise UserError(f"store {store_path} has no successfully measured {what} for target {target!r}; run `mico sweep` first.")
     fps = sorted({m.fingerprint for m in rows})
     if len(fps) > 1:
@@ -95,20 +100,23 @@ def _fmt(v, pct: bool = True) -> str:
 @click.command("fit")
 @click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False), help="Results store (SQLite).")
 @click.option("--target", required=True, help="Target name or fingerprint prefix.")
-@click.option("--op", required=True, type=click.Choice(list(OPS) + ["all"]), help="Kernel op ('all': every op present).")
+@click.option("--op", required=True, type=click.Choice(list(ALL_OPS) + ["all"]), help="Kernel op ('all': every op present).")
+@click.option("--mode", type=click.Choice(list(MODES)), default="kernel", show_default=True,
+              help="Fit on kernel-mode measurements (profiling) or layer-mode ones (what whole models add up to).")
 @click.option("--features", default="cbops", show_default=True, type=click.Choice(FEATURE_SETS), help="Feature set.")
 @click.option("--model", default="linear", show_default=True, type=click.Choice(MODELS), help="Regressor.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Proxy file to write (JSON).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def fit(store_path: str, target: str, op: str, features: str, model: str, output: str, as_json: bool) -> None:
+def fit(store_path: str, target: str, op: str, mode: str, features: str, model: str, output: str,
+        as_json: bool) -> None:
     """Fit a latency proxy per op and report its shape-grouped CV error.
 
     Every bit-width of a shape is held out together, so the error is that of
     predicting kernels of shapes never measured.  MAPE and the within-5/10%
     shares are in percent; Spearman rho is the rank correlation.
     """
-    rows = _load_rows(store_path, target, op)
-    ops = [o for o in OPS if any(m.spec.op == o for m in rows)] if op == "all" else [op]
+    rows = _load_rows(store_path, target, op, mode)
+    ops = [o for o in ALL_OPS if any(m.spec.op == o for m in rows)] if op == "all" else [op]
     out = Path(output)
     proxies: dict[str, LatencyProxy] = {}
     for o in ops:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from harness.documents import read_document, write_document
 from harness.errors import MicoError
-from harness.spec import OPS, KernelSpec
+from harness.spec import ALL_OPS, KernelSpec
 
 if TYPE_CHECKING:
     from .model import LatencyProxy
@@ -33,7 +33,7 @@ FORMAT = "mico-proxy"
 VERSION = 1
 WHAT = "mico proxy file"
 #: the LatencyProxy parameters a config may hold
-PARAMS = ("op", "features", "model", "random_state")
+PARAMS = ("op", "features", "model", "random_state", "lookup")
 
 
 def training_digest(specs: Sequence[KernelSpec], values: Sequence[float]) -> str:
@@ -176,9 +176,9 @@ class ProxyFile:
         entries = doc.get("proxies")
         if not isinstance(entries, dict) or not entries:
             raise MicoError(f"{path} holds no proxies; refit them.")
-        unknown = [k for k in entries if k not in OPS]
+        unknown = [k for k in entries if k not in ALL_OPS]
         if unknown:
-            raise MicoError(f"{path} holds a proxy for unknown op {unknown[0]!r}; use one of {', '.join(OPS)}.")
+            raise MicoError(f"{path} holds a proxy for unknown op {unknown[0]!r}; use one of {', '.join(ALL_OPS)}.")
         return cls({op: ProxyEntry.from_dict(e, op, f"{path}: the {op} proxy") for op, e in entries.items()})
 
     @classmethod

@@ -65,9 +65,12 @@ def feature_names(name: str, op: str | None) -> list[str]:
     if name == "raw":
         return fields + ["qa", "qw"]
     if name == "analytic":
+        if op in POOL_OPS:
+            return list(POOL_COLUMNS)
         return ([f"macs_{a}x{w}" for a in BITS for w in BITS] + [f"act_{a}b" for a in BITS]
                 + [f"wgt_{w}b" for w in BITS] + ["outputs"]
-                + [f"macs_pad_{a}x{w}" for a in BITS for w in BITS] + ["gathers"])
+                + [f"macs_pad_{a}x{w}" for a in BITS for w in BITS] + ["gathers"]
+                + [f"pack_{a}b" for a in BITS] + list(REQUANT_COLUMNS))
     if name == "cbops+":
         return list(_COUNTS[name]) + fields
     return list(_COUNTS[name])
@@ -123,6 +126,24 @@ def _interior(n_out: int, size: int, ks: int, stride: int, pad: int) -> int:
     return sum(1 for o in range(n_out) if o * stride - pad >= 0 and o * stride - pad + ks <= size)
 
 
+#: layer mode: the requantisation writes int32 logits, signs (1 bit) or clamped codes
+REQUANT_COLUMNS = ("requant_int32", "requant_sign", "requant_codes")
+POOL_OPS = ("maxpool", "avgpool")
+POOL_COLUMNS = ("window_reads", "inputs", "outputs")
+
+
+def _layer_columns(s: KernelSpec) -> list[float]:
+    """What a layer adds to its kernel (layer mode; zeros in kernel mode): every input
+    value packed once at qa bits, every output requantised by one of three paths."""
+    out = [0.0] * (len(BITS) + len(REQUANT_COLUMNS))
+    if s.mode != "layer":
+        return out
+    out[BITS.index(s.qa)] = float(s.act_count)
+    cls = 0 if s.out_bits == 0 else 1 if s.out_bits == 1 else 2
+    out[len(BITS) + cls] = float(s.outputs)
+    return out
+
+
 def _analytic_row(s: KernelSpec) -> list[float]:
     """Counts a bit-packed kernel's time is linear in, with one slope per bit-width.
 
@@ -134,6 +155,8 @@ def _analytic_row(s: KernelSpec) -> list[float]:
     take a different path there (e.g. no popcount for 1- and 2-bit inputs,
     since a padded 0 has no 1-bit code), so their cost per MAC differs.
     """
+    if s.op in POOL_OPS:
+        return [float(s.outputs * s.reduction), float(s.act_count), float(s.outputs)]
     if s.qa not in BITS or s.qw not in BITS:
         raise UserError(f"the analytic feature set covers the bit-packed widths {', '.join(map(str, BITS))}; "
                         f"kernel {s} is outside them.")
@@ -161,7 +184,7 @@ def _analytic_row(s: KernelSpec) -> list[float]:
     row[out0] = float(s.outputs)
     row[pad0 + pair] = pad_macs
     row[-1] = float(gathers)
-    return row
+    return row + _layer_columns(s)
 
 
 def shape_groups(specs: Iterable[KernelSpec]) -> np.ndarray:

@@ -40,7 +40,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from harness.errors import MicoError
-from harness.spec import OPS, KernelSpec
+from harness.spec import ALL_OPS, KernelSpec
 
 from .document import ProxyEntry, ProxyFile, TrainingSet, training_digest  # noqa: F401  (re-exported)
 from .features import FEATURE_SETS, spec_list
@@ -69,16 +69,18 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
     ``target`` (name or None), ``fingerprint`` (or None), ``feature_names_``.
     """
 
-    def __init__(self, op: str, features: str = "cbops", model: str = "linear", random_state: int = 0):
+    def __init__(self, op: str, features: str = "cbops", model: str = "linear", random_state: int = 0,
+                 lookup: bool = True):
         self.op = op
         self.features = features
         self.model = model
         self.random_state = random_state
+        self.lookup = lookup
 
     # ---- configuration ------------------------------------------------------
     def _check_params(self) -> None:
-        if self.op not in OPS:
-            raise MicoError(f"unknown op {self.op!r}; use one of {', '.join(OPS)}.")
+        if self.op not in ALL_OPS:
+            raise MicoError(f"unknown op {self.op!r}; use one of {', '.join(ALL_OPS)}.")
         if self.features not in FEATURE_SETS:
             raise MicoError(f"unknown feature set {self.features!r}; use one of {', '.join(FEATURE_SETS)}.")
         if self.model not in MODELS:
@@ -152,6 +154,12 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
         self.regressor_ = reg
         self.train_specs_ = list(specs)
         self.train_values_ = [float(v) for v in y]
+        self.measured_ = dict(zip(self.train_specs_, self.train_values_))
+        modes = {s.mode for s in specs}
+        if len(modes) > 1:
+            raise MicoError(f"the {self.op} kernels mix measurement modes ({', '.join(sorted(modes))}); "
+                            "fit kernel and layer measurements separately.")
+        self.mode = modes.pop()
         self.n_train = len(specs)
         self.n_shapes = len({(s.op, s.shape_str) for s in specs})
         self.unit = None if unit is None else str(unit)
@@ -164,7 +172,10 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
             raise MicoError(f"this {self.op} proxy is not fitted yet; call fit() or load one with LatencyProxy.load().")
 
     def predict(self, specs: Sequence[KernelSpec]) -> np.ndarray:
-        """Predicted latencies (unit of the training data, never negative) of kernels `specs`."""
+        """Predicted latencies (unit of the training data, never negative) of kernels `specs`.
+
+        With ``lookup`` a spec that was measured is predicted by its measurement: the
+        regression is for the specs nobody measured (its error is the CV's)."""
         self._check_fitted()
         specs = spec_list(specs)
         if not specs:
@@ -172,7 +183,13 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
         p = self.regressor_.predict(self._X(specs))
         if self._log:
             p = np.exp(p)
-        return np.maximum(p, 0.0)
+        p = np.maximum(p, 0.0)
+        if self.lookup:
+            for i, s in enumerate(specs):
+                v = self.measured_.get(s)
+                if v is not None:
+                    p[i] = v
+        return p
 
     def predict_specs(self, specs: Iterable[KernelSpec]) -> np.ndarray:
         """`predict` for a list of KernelSpec (convenience, same result)."""
@@ -287,6 +304,14 @@ class ModelLatency:
     @property
     def ops(self) -> list[str]:
         return sorted(self.proxies)
+
+    @property
+    def mode(self) -> str:
+        """The measurement mode the proxies were fitted on (kernel or layer)."""
+        modes = {p.mode for p in self.proxies.values()}
+        if len(modes) > 1:
+            raise MicoError(f"the proxies were fitted on different measurement modes ({', '.join(sorted(modes))}).")
+        return modes.pop()
 
     def predict(self, specs: Iterable[KernelSpec]) -> tuple[np.ndarray, float]:
         """(per-kernel latencies in input order, total = their sum + other)."""

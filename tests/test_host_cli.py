@@ -125,7 +125,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
     rows = _rows(db)
     keys = [r_[:4] for r_ in rows]
     assert len(keys) == len(set(keys)) == total
-    assert {k for k in keys} == {s.key() for s in expand(plan)}
+    assert {k for k in keys} == {s.key()[:4] for s in expand(plan)}
     assert all(r_[4] == "ok" for r_ in rows)
     assert r["skipped_existing"] == len(partial)
 

@@ -166,7 +166,7 @@ def test_schema_1_store_is_read_as_is_and_migrated_on_write(tmp_path, caplog):
         assert len(st.rows()) == 24
         assert {t["name"]: t["source"] for t in st.targets()} == {"host": "measured", "mico-board": "imported"}
     warnings = [r.getMessage() for r in caplog.records if "migrated" in r.getMessage()]
-    assert len(warnings) == 1 and one_sentence(warnings[0]) and "schema version 1 to 2" in warnings[0]
+    assert len(warnings) == 1 and one_sentence(warnings[0]) and f"schema version 1 to {SCHEMA_VERSION}" in warnings[0]
     c = sqlite3.connect(db)
     assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     assert c.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID

@@ -5,10 +5,26 @@ kernels the ops run on) so that rtl_sims/ and harness/ can use it without
 importing mpq/.  See docs/ir.md.
 """
 
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
 from .emit import EmitContext, c_ident
 from .graph import INPUT, Graph, Node, chain
 from .ops import MAC_OPS, Conv2d, Flatten, Linear, Op, Pool, Scratch
 from .types import IRError, Requant, TensorType
 
 __all__ = ["EmitContext", "c_ident", "INPUT", "Graph", "Node", "chain", "MAC_OPS", "Conv2d", "Flatten", "Linear",
-           "Op", "Pool", "Scratch", "IRError", "Requant", "TensorType"]
+           "Op", "Pool", "Scratch", "IRError", "Requant", "TensorType", "generator_digest"]
+
+
+@lru_cache(maxsize=1)
+def generator_digest() -> str:
+    """Hash of the IR, the code generator and its templates: part of the fingerprint of
+    every target that runs generated models, so layer-mode measurements (one-layer
+    images) are re-taken when the code a model runs changes."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted([*here.glob("*.py"), *(here / "templates").glob("*")]):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]

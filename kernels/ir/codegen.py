@@ -125,6 +125,7 @@ def generate(graph: Graph, meta: dict | None = None, code_output: bool = False) 
     off["kscratch"] = _align(off["acc"] + 4 * accw)
     total = _align(off["kscratch"] + kbytes)
     steps, timed, support = [], [], []
+    declared: set[int] = set()          # an op running at several nodes declares its constants once
     for n in graph.nodes:
         if n.op.c_support and n.op.c_support not in support:
             support.append(n.op.c_support)
@@ -135,8 +136,10 @@ def generate(graph: Graph, meta: dict | None = None, code_output: bool = False) 
             timer = len(timed)
             timed.append({"name": n.name, "kind": n.op.kind, "spec": graph.spec(n), "timer": timer,
                           "node": n.index})
+        decls = "" if id(n.op) in declared else n.op.c_decls(ctx)
+        declared.add(id(n.op))
         steps.append({"index": n.index, "name": n.name, "kind": n.op.kind, "bits": n.op.bits,
-                      "decls": n.op.c_decls(ctx), "body": "" if n.op.view else n.op.c_body(ctx), "timer": timer})
+                      "decls": decls, "body": "" if n.op.view else n.op.c_body(ctx), "timer": timer})
     if graph.output.bits != 0:
         last = len(graph.nodes) - 1
         steps.append({"index": last + 1, "name": "output", "kind": "widen", "bits": None, "decls": "", "timer": None,

@@ -53,7 +53,9 @@ class Graph:
             raise IRError(f"{op.name or op.kind}: takes {op.n_inputs} inputs, got {len(ins)}.")
         if not op.name:
             op.name = f"{op.kind}{len(self.nodes)}"
-        if any(n.op.name == op.name for n in self.nodes):
+        # the same op object may run at several nodes (its constants are shared); two
+        # different ops may not share a name
+        if any(n.op.name == op.name and n.op is not op for n in self.nodes):
             raise IRError(f"two ops are named {op.name!r}; names must be unique in a graph.")
         t = op.infer([self.type_of(i) for i in ins])
         self.nodes.append(Node(op, ins, t, len(self.nodes)))
@@ -96,12 +98,13 @@ class Graph:
     def complete(self) -> bool:
         return all(n.op.complete for n in self.nodes)
 
-    def spec(self, node: Node, batch: int = 1) -> "KernelSpec | None":
-        return node.op.spec(self.in_types(node), batch)
+    def spec(self, node: Node, batch: int = 1, mode: str = "kernel") -> "KernelSpec | None":
+        return node.op.spec(self.in_types(node), batch, mode)
 
-    def specs(self, batch: int = 1) -> list["KernelSpec"]:
-        """Kernel specs of every node that is a kernel (in node order)."""
-        return [s for s in (self.spec(n, batch) for n in self.nodes) if s is not None]
+    def specs(self, batch: int = 1, mode: str = "kernel") -> list["KernelSpec"]:
+        """Specs of every node measured in ``mode`` (in node order): in kernel mode the
+        MAC kernels, in layer mode every timed op as the deployed model runs it."""
+        return [s for s in (self.spec(n, batch, mode) for n in self.nodes) if s is not None]
 
     def cost_terms(self, node: Node) -> dict[str, int]:
         return node.op.cost_terms(self.in_types(node), node.type)

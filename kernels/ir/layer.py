@@ -19,15 +19,21 @@ import numpy as np
 
 from .graph import Graph
 from .ops import Op
-from .types import TensorType
+from .types import IRError, TensorType
 
 PRIME_C = r"""
 static void mico_prime(const int8_t *src, int8_t *dst, uint32_t n, const volatile uint8_t *evict,
-                       uint32_t evict_n, uint32_t line) {
+                       uint32_t evict_n, uint32_t line, const volatile uint8_t *packed, uint32_t packed_n,
+                       const volatile uint8_t *acc, uint32_t acc_n) {
     uint32_t i, sink = 0;
     /* evict the data cache: stream through a region larger than it */
     for (i = 0; i < evict_n; i += line)
         sink += evict[i];
+    /* the scratch every layer of a model reuses was just used by the layer before */
+    for (i = 0; i < packed_n; i += line)
+        sink += packed[i];
+    for (i = 0; i < acc_n; i += line)
+        sink += acc[i];
     /* write the layer's input as the previous layer would have */
     for (i = 0; i < n; i++)
         dst[i] = src[i];
@@ -47,6 +53,8 @@ class Prime(Op):
     name: str = "prime"
     evict_bytes: int = 0
     line_bytes: int = 32
+    packed_bytes: int = 0       # shared scratch the next layer uses, read after the eviction
+    acc_bytes: int = 0
 
     def infer(self, ins):
         return ins[0]
@@ -61,29 +69,41 @@ class Prime(Op):
 
     def c_body(self, ctx):
         return (f"mico_prime({ctx.src[0]}, {ctx.dst}, {ctx.out.numel}u, (const volatile uint8_t *)kscratch, "
-                f"{self.evict_bytes}u, {self.line_bytes}u);")
+                f"{self.evict_bytes}u, {self.line_bytes}u, (const volatile uint8_t *)packed, {self.packed_bytes}u, "
+                f"(const volatile uint8_t *)acc, {self.acc_bytes}u);")
 
 
-def layer_graph(op: Op, in_type: TensorType, seed: int, evict_bytes: int = 0, warm: bool = False) -> Graph:
+def layer_graph(op: Op, in_type: TensorType, seed: int, evict_bytes: int = 0, warm: bool = False,
+                repeats: int = 1) -> Graph:
     """Prime -> ``op`` (with seeded random parameters): what a layer-mode measurement runs.
 
-    With ``warm`` the layer first runs once untimed on the same input, so its code
-    is in the instruction cache as when the layer before it used the same kernel;
-    the measured run is then the LAST timed node."""
-    import dataclasses
-
+    With ``warm`` the layer first runs once on the same input (its time is not a
+    measurement), so its code is in the instruction cache as when the layer before
+    it used the same kernel.  ``repeats`` (prime, layer) pairs follow, all reading
+    the graph input; the measurements are the LAST ``repeats`` timer slots, and the
+    last layer's output is the graph's."""
     from .graph import INPUT
 
+    if repeats < 1:
+        raise IRError(f"a layer measurement needs at least one timed run, not {repeats}.")
     rng = np.random.default_rng(seed)
     g = Graph(in_type)
     layer = op.randomized(rng, [in_type])
-    if warm:
-        g.add(Prime(name="prime0", evict_bytes=0))
-        g.add(dataclasses.replace(layer, name=f"{layer.name}_warm"))
-        g.add(Prime(evict_bytes=int(evict_bytes)), INPUT)
+    sc = layer.scratch([in_type], layer.infer([in_type]))
+    if evict_bytes:
+        # at most half the evicted cache each: a previous layer left some of it, not all
+        touch = dict(packed_bytes=min(4 * sc.packed_words, evict_bytes // 4),
+                     acc_bytes=min(4 * sc.acc_words, evict_bytes // 4))
     else:
-        g.add(Prime(evict_bytes=int(evict_bytes)))
-    g.add(layer)
+        touch = {}
+    # every run is the same op object: one copy of the weights, at one address, as in a model
+    if warm:
+        g.add(Prime(name="prime_warm", evict_bytes=0))
+        g.add(layer)
+    for i in range(repeats):
+        g.add(Prime(name="prime" if i == repeats - 1 else f"prime_r{i}", evict_bytes=int(evict_bytes), **touch),
+              INPUT)
+        g.add(layer)
     return g
 
 
@@ -94,3 +114,30 @@ def layer_inputs(in_type: TensorType, seed: int, n: int = 1) -> np.ndarray:
     if in_type.bits == 1:
         return np.where(rng.integers(0, 2, size=(n, *in_type.shape)) == 1, 1, -1).astype(np.int8)
     return rng.integers(lo, hi + 1, size=(n, *in_type.shape)).astype(np.int8)
+
+
+#: spec op -> the IR op class that rebuilds itself from a layer-mode spec (a new op adds itself here)
+SPEC_OPS: dict[str, type] = {}
+
+
+def _register_builtin() -> None:
+    from .ops import Conv2d, Linear, Pool
+
+    SPEC_OPS.update({"conv2d": Conv2d, "matmul": Linear, "maxpool": Pool, "avgpool": Pool})
+
+
+_register_builtin()
+
+
+def graph_for_spec(spec, seed: int, evict_bytes: int = 0, warm: bool = True,
+                   repeats: int = 1) -> tuple[Graph, TensorType]:
+    """The measurement graph of a layer-mode spec (one image: N must be 1) and its input type."""
+    if spec.mode != "layer":
+        raise IRError(f"{spec} is not a layer-mode spec.")
+    if spec.shape[0] != 1:
+        raise IRError(f"layer mode measures one image at a time (N=1), not N={spec.shape[0]}.")
+    cls = SPEC_OPS.get(spec.op)
+    if cls is None:
+        raise IRError(f"no IR op measures {spec.op!r} in layer mode.")
+    op, in_type = cls.from_spec(spec)
+    return layer_graph(op, in_type, seed, evict_bytes, warm, repeats), in_type

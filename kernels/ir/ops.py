@@ -60,8 +60,10 @@ class Op(ABC):
         """True when every numeric parameter is present (a structural op lacks weights)."""
         return True
 
-    def spec(self, ins: Sequence[TensorType], batch: int = 1) -> "KernelSpec | None":
-        """The kernel spec the latency model and the sweeps know this op by (None: not a kernel)."""
+    def spec(self, ins: Sequence[TensorType], batch: int = 1, mode: str = "kernel") -> "KernelSpec | None":
+        """The spec the sweeps measure this op as and the latency model prices it by: in
+        ``mode="layer"`` the op as a deployed model runs it (every timed op has one),
+        in ``mode="kernel"`` the warm kernel alone (MAC ops only).  None: not measured."""
         return None
 
     def cost_terms(self, ins: Sequence[TensorType], out: TensorType) -> dict[str, int]:
@@ -246,12 +248,19 @@ class Conv2d(_MacOp):
         w, _ = self._require()
         return reference.conv2d(xs[0], w, self.stride, self.pad, self.groups)
 
-    def spec(self, ins, batch=1):
+    def spec(self, ins, batch=1, mode="kernel"):
         from harness.spec import KernelSpec
 
         C, H, W = ins[0].shape
         return KernelSpec("conv2d", (batch, C, H, W, self.out_channels, self.ks, self.stride, self.pad, self.groups),
-                          self.qa, self.qw)
+                          self.qa, self.qw, mode, self.out_bits if mode == "layer" else 0)
+
+    @classmethod
+    def from_spec(cls, spec: "KernelSpec") -> tuple["Conv2d", TensorType]:
+        N, C, H, W, K, KS, S, P, G = spec.shape
+        op = cls(name="conv2d", qa=spec.qa, qw=spec.qw, out_bits=spec.out_bits, out_channels=K, ks=KS, stride=S,
+                 pad=P, groups=G)
+        return op, TensorType((C, H, W), spec.qa)
 
     def cost_terms(self, ins, out):
         C, H, W = ins[0].shape
@@ -317,10 +326,17 @@ class Linear(_MacOp):
         w, _ = self._require()
         return reference.matmul(xs[0], w)
 
-    def spec(self, ins, batch=1):
+    def spec(self, ins, batch=1, mode="kernel"):
         from harness.spec import KernelSpec
 
-        return KernelSpec("matmul", (batch, self.out_features, ins[0].shape[0]), self.qa, self.qw)
+        return KernelSpec("matmul", (batch, self.out_features, ins[0].shape[0]), self.qa, self.qw, mode,
+                          self.out_bits if mode == "layer" else 0)
+
+    @classmethod
+    def from_spec(cls, spec: "KernelSpec") -> tuple["Linear", TensorType]:
+        N, M, K = spec.shape
+        return cls(name="matmul", qa=spec.qa, qw=spec.qw, out_bits=spec.out_bits, out_features=M), \
+            TensorType((K,), spec.qa)
 
     def cost_terms(self, ins, out):
         k = ins[0].shape[0]
@@ -377,6 +393,19 @@ class Pool(Op):
     def run(self, xs):
         f = reference.maxpool if self.mode == "max" else reference.avgpool
         return f(xs[0], self.ks, self.stride).astype(np.int64)
+
+    def spec(self, ins, batch=1, mode="kernel"):
+        if mode != "layer":
+            return None
+        from harness.spec import KernelSpec
+
+        t = ins[0]
+        return KernelSpec(f"{self.mode}pool", (batch, *t.shape, self.ks, self.stride), t.bits, 0, "layer", t.bits)
+
+    @classmethod
+    def from_spec(cls, spec: "KernelSpec") -> tuple["Pool", TensorType]:
+        N, C, H, W, KS, S = spec.shape
+        return cls(name=spec.op, mode=spec.op[:3], ks=KS, stride=S), TensorType((C, H, W), spec.qa)
 
     def c_body(self, ctx):
         C, H, W = ctx.ins[0].shape

@@ -25,7 +25,9 @@ class SchemeLatency:
         self._cache: dict[Scheme, tuple[np.ndarray, float]] = {}
 
     def specs(self, scheme: Scheme):
-        return self.model.lower(scheme).specs(self.batch)
+        from ..evaluate import latency_mode
+
+        return self.model.lower(scheme).specs(self.batch, latency_mode(self.latency_fn))
 
     def __call__(self, scheme: Sequence[Sequence[int]]) -> tuple[np.ndarray, float]:
         key = normalize_scheme(scheme, self.n_layers)

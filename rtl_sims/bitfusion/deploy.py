@@ -36,8 +36,6 @@ class IRModel:
     def __init__(self, session, graph: ir.Graph):
         if not graph.complete:
             raise UserError("the model graph lacks weights or requantisation parameters.")
-        if graph.output.bits != 0:
-            raise UserError("the model's last layer must produce int32 logits (out_bits=0).")
         self.session = session
         self.graph = graph
         self.steps: list[_Step] = []

@@ -38,6 +38,7 @@ from harness.spec import KernelSpec
 from harness.target import BuildResult, Capabilities, DeviceSession, Session, Target, fingerprint_of
 from harness.transports import ProcessTransport
 from kernels import reference
+from kernels.ir import generator_digest
 
 from .compiler import ArrayConfig, CompileError, Compiled, compile_kernel
 from .link import BFClient
@@ -212,7 +213,7 @@ class BitFusionRTL(_BitFusionBase):
     name = "bitfusion-rtl"
     description = ("BitFusion accelerator RTL (16x32 Fusion Units, 64/32/16 KiB buffers, 128-bit DRAM by default) "
                    "under Verilator; unit: accelerator cycles")
-    CAPABILITIES = Capabilities(ir_models=True, modes=("kernel", "model"))
+    CAPABILITIES = Capabilities(ir_models=True, modes=("kernel", "layer", "model"))
     boot_timeout = 60.0
 
     def available(self) -> tuple[bool, str]:
@@ -241,7 +242,8 @@ class BitFusionRTL(_BitFusionBase):
                               headers=RTL_HEADERS)
         v = vl.find_verilator()
         parts = {"target": self.name, "model": art.digest, "config": self._cfg_parts(),
-                 "compiler": _sources_digest(PY_SOURCES), "verilator": v.version}
+                 "compiler": _sources_digest(PY_SOURCES + [HERE / "deploy.py"]), "verilator": v.version,
+                 "generator": generator_digest()}
         return BuildResult(self.name, fingerprint_of(parts), {"simulator": str(art.path)},
                            info={"config": self.cfg.to_dict(), "model_digest": art.digest, "verilator": v.version,
                                  "compiler_digest": parts["compiler"]}, cached=art.cached)

@@ -40,6 +40,7 @@ from harness.target import (MODEL_IMAGES, BuildResult, Capabilities, DeviceSessi
                             fingerprint_of)
 from harness.transports import ProcessTransport
 from kernels import toolchain as tc
+from kernels.ir import generator_digest
 
 from .. import verilator as vl
 
@@ -179,6 +180,7 @@ class VexRiscvTarget(Target):
     boot_timeout = 60.0
 
     variant = ""            # Verilog file in pythondata-cpu-vexriscv
+    dcache_bytes = 4096     # VexRiscv standard / Full / FullCfu: 4 KiB data cache (TOOLCHAIN.md)
     timer = "testbench"
     cfu = False
     isa = "rv32im"
@@ -194,7 +196,7 @@ class VexRiscvTarget(Target):
             self.kernel_timeout = float(self.params["timeout_s"])
 
     def capabilities(self) -> Capabilities:
-        return replace(self.CAPABILITIES, memory_bytes=self.mem_kib * 1024)
+        return replace(self.CAPABILITIES, memory_bytes=self.mem_kib * 1024, dcache_bytes=self.dcache_bytes)
 
     # ---- what is simulated ------------------------------------------------------------
     def profile(self) -> CoreProfile:
@@ -275,7 +277,7 @@ class VexRiscvTarget(Target):
         fw = self.build_firmware(prof)
         gcc_id = tc.tool_identity(shutil.which(RV_GCC) or RV_GCC)
         parts = {"target": self.name, "simulator": sim.digest, "firmware": fw.digest, "verilator": v.version,
-                 "cc": gcc_id, **self.fingerprint_params(), "core": prof.describe()}
+                 "cc": gcc_id, **self.fingerprint_params(), "core": prof.describe(), "generator": generator_digest()}
         info = {"simulator_digest": sim.digest, "firmware_digest": fw.digest, "verilator": v.version,
                 "verilator_source": v.source, "cc": gcc_id, "cflags": FW_CFLAGS, "mem_kib": self.mem_kib,
                 "wait_states": self.wait_states, "core": prof.describe(), "verilator_flags": vl.FAST_FLAGS}
@@ -322,6 +324,7 @@ class VexRiscvCacheless(VexRiscvTarget):
                    "timed by the testbench cycle counter")
     variant = "VexRiscv_Lite.v"
     kernel_timeout = 900.0   # ~8x the cycles of the cached cores for the same kernel
+    dcache_bytes = 0        # Lite: instruction cache only
 
 
 class VexRiscvSmall(VexRiscvTarget):
