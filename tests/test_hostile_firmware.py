@@ -177,3 +177,35 @@ def test_fuzz_frames_asan(asan_path, genuine_image):
                 json.dump({"frames": s.frames, "cases": s.cases, "skipped": s.skipped, "by_class": s.by_class,
                            "wall_s": round(time.monotonic() - t0, 1), "result": result}, f, indent=1)
     assert session.stats.frames >= FUZZ_FRAMES
+
+
+# ---- the host side: the same shapes never reach the device or the reference --------------
+
+@pytest.mark.parametrize("op,shape,needle", [
+    ("matmul", "99999999999999999999,4,4", "between 1 and 2147483647"),
+    ("matmul", "4294967297,1,4", "between 1 and 2147483647"),
+    ("matmul", "1,1,4294967295", "between 1 and 2147483647"),
+    ("matmul", "65536,1,65536", "activation tensor has 4294967296 elements"),
+    ("matmul", "1,1,200000", "reduction length 200000 exceeds"),
+    ("conv2d", "1,1,1,1,1,1,1,2147483648", "padding between 0 and 2147483647"),
+    ("conv2d", "1,1,2,2,1,1,1,1073741823", "padded input"),
+    ("conv2d", "1,1,65536,65536,1,1,1,0", "activation tensor has 4294967296 elements"),
+    ("conv2d", "1,1,1,1,1,65536,1,32768", "reduction length 4294967296 exceeds"),
+])
+def test_cli_refuses_impossible_shapes_in_one_sentence(op, shape, needle):
+    from mico_cli import mico
+
+    r = mico("measure", "--op", op, "--shape", shape, "--qa", "8", "--qw", "8", check=False, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and needle in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.strip().endswith(".")
+
+
+def test_cli_refuses_a_shape_the_reference_cannot_check():
+    # the device would accept it (264 MB packed at 1 bit); the float64 reference would need ~10 GiB
+    from mico_cli import mico
+
+    r = mico("measure", "--op", "conv2d", "--shape", "1,1,46000,46000,1,1,46000,0", "--qa", "1", "--qw", "1",
+             check=False, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "GiB" in r.stderr and r.stderr.strip().count("\n") == 0

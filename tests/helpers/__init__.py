@@ -1,3 +1,1 @@
-"""Helpers shared by tests: Hypothesis strategies for shapes, bit-widths and
-protocol frames, the ASan/UBSan build of the host firmware, a raw frame link
-and a scripted fake device for crafted replies."""
+"""Helpers shared by the test modules (importable as ``helpers.*``: tests/ is on sys.path)."""

@@ -3,7 +3,7 @@ fuzz run: 16 int8 inputs, one 8x8-bit matmul against 4 constant weight rows
 through the firmware's api table, 4 int32 outputs, one timed layer.  An input
 starting with -128 makes the entry return an error (the firmware's
 MODEL_INVALID path).  Compiled by the same code path as generated models
-(mpq.codegen.compile_image), so the header is patched the same way."""
+(codegen.compile_image), so the header is patched the same way."""
 
 from __future__ import annotations
 
@@ -53,7 +53,10 @@ def source() -> str:
 
 def build(target) -> bytes:
     """The flat image for `target` (a Target with a model toolchain), from the build cache."""
-    from mpq import codegen
+    try:
+        from kernels.ir import codegen     # where codegen lives from the layer-IR change on
+    except ImportError:
+        from mpq import codegen
 
     return codegen.compile_image(SimpleNamespace(source=source()), target.model_toolchain())
 
