@@ -48,7 +48,7 @@ bench: setup
 fuzz: setup
 	@mkdir -p $(dir $(FUZZ_REPORT))
 	MICO_FUZZ_FRAMES=$(FUZZ_FRAMES) MICO_FUZZ_REPORT=$(FUZZ_REPORT) \
-	  $(BIN)/pytest -q tests/test_hostile_firmware.py -k fuzz; rc=$$?; cat $(FUZZ_REPORT); exit $$rc
+	  $(BIN)/pytest -q --timeout=0 tests/test_hostile_firmware.py -k fuzz; rc=$$?; cat $(FUZZ_REPORT); exit $$rc
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
