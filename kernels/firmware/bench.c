@@ -146,21 +146,19 @@ typedef struct { uint8_t code; const char *msg; } refusal;   /* code 0: accepted
 static const refusal accepted = { 0, 0 };
 static refusal refuse(uint8_t code, const char *msg) { refusal r = { code, msg }; return r; }
 
-/* *acc *= x if the product stays <= limit (which is < 2^32, so nothing wraps) */
-static int mul_within(uint64_t *acc, uint64_t x, uint64_t limit) {
+/* *acc *= x if the product stays <= limit.  32-bit: acc <= limit < 2^31 and the
+ * test divides instead of multiplying, so nothing wraps (and rv32 needs no
+ * 64-bit division routine for it). */
+static int mul_within(uint32_t *acc, uint32_t x, uint32_t limit) {
     if (x != 0 && *acc > limit / x) return 0;
     *acc *= x;
     return 1;
 }
 /* a * b * c * d <= MICO_MAX_ELEMENTS */
-static int elements_ok(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
-    uint64_t n = 1;
+static int elements_ok(uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+    uint32_t n = 1;
     return mul_within(&n, a, MICO_MAX_ELEMENTS) && mul_within(&n, b, MICO_MAX_ELEMENTS) &&
            mul_within(&n, c, MICO_MAX_ELEMENTS) && mul_within(&n, d, MICO_MAX_ELEMENTS);
-}
-static uint64_t words64(uint64_t L, uint32_t b) {
-    uint64_t per = 32u / b;
-    return (L + per - 1u) / per;
 }
 
 static refusal check_matmul(const uint32_t *d) {
@@ -179,13 +177,14 @@ static refusal check_conv(const mico_conv_shape *s) {
             return refuse(ERR_BAD_REQUEST, "conv2d sizes, kernel, stride and groups must be 1..MICO_MAX_DIM");
     if (s->P > MICO_MAX_DIM) return refuse(ERR_BAD_REQUEST, "conv2d padding exceeds MICO_MAX_DIM");
     if (s->C % s->G || s->K % s->G) return refuse(ERR_BAD_REQUEST, "conv2d groups must divide C and K");
-    uint64_t hp = (uint64_t)s->H + 2u * (uint64_t)s->P, wp = (uint64_t)s->W + 2u * (uint64_t)s->P;
-    if (hp > MICO_MAX_DIM || wp > MICO_MAX_DIM) return refuse(ERR_BAD_REQUEST, "conv2d padded input exceeds MICO_MAX_DIM");
+    uint64_t hp64 = (uint64_t)s->H + 2u * (uint64_t)s->P, wp64 = (uint64_t)s->W + 2u * (uint64_t)s->P;
+    if (hp64 > MICO_MAX_DIM || wp64 > MICO_MAX_DIM) return refuse(ERR_BAD_REQUEST, "conv2d padded input exceeds MICO_MAX_DIM");
+    uint32_t hp = (uint32_t)hp64, wp = (uint32_t)wp64;   /* every size is < 2^31 from here on */
     if (hp < s->KS || wp < s->KS) return refuse(ERR_BAD_REQUEST, "conv2d kernel larger than the padded input");
-    uint64_t red = s->C / s->G;
+    uint32_t red = s->C / s->G;
     if (!mul_within(&red, s->KS, MICO_MAX_REDUCTION) || !mul_within(&red, s->KS, MICO_MAX_REDUCTION))
         return refuse(ERR_BAD_REQUEST, "reduction length exceeds MICO_MAX_REDUCTION");
-    uint64_t oh = (hp - s->KS) / s->S + 1u, ow = (wp - s->KS) / s->S + 1u;
+    uint32_t oh = (hp - s->KS) / s->S + 1u, ow = (wp - s->KS) / s->S + 1u;
     if (!elements_ok(s->N, s->C, s->H, s->W) || !elements_ok(s->K, red, 1, 1) || !elements_ok(s->N, s->K, oh, ow))
         return refuse(ERR_BAD_REQUEST, "a tensor exceeds MICO_MAX_ELEMENTS");
     return accepted;
@@ -222,29 +221,30 @@ static void do_run_kernel(uint16_t seq, const uint8_t *p, uint32_t n) {
     if (warmup < HAL_MIN_WARMUP) warmup = HAL_MIN_WARMUP;
     uint32_t total = warmup + repeats;
 
-    /* sizes in 64 bits, all within MICO_MAX_ELEMENTS words after the checks above */
-    uint64_t a_rows, a_len, w_rows, w_len, outs, scratch_bytes;
+    /* every count below MICO_MAX_ELEMENTS after the checks above: 32-bit counts,
+     * 64-bit byte sizes */
+    uint32_t a_rows, a_len, w_rows, w_len, outs, scratch_bytes;
     if (op == OP_MATMUL) {
         a_rows = d[0]; a_len = d[2]; w_rows = d[1]; w_len = d[2];
-        outs = (uint64_t)d[0] * d[1];
+        outs = d[0] * d[1];
         scratch_bytes = mico_matmul_scratch(d[2]);
     } else {
-        a_rows = (uint64_t)cs.N * cs.C; a_len = (uint64_t)cs.H * cs.W;
-        w_rows = cs.K; w_len = (uint64_t)(cs.C / cs.G) * cs.KS * cs.KS;
-        outs = (uint64_t)cs.N * cs.K * mico_conv_out_h(&cs) * mico_conv_out_w(&cs);
+        a_rows = cs.N * cs.C; a_len = cs.H * cs.W;
+        w_rows = cs.K; w_len = cs.C / cs.G * cs.KS * cs.KS;
+        outs = cs.N * cs.K * mico_conv_out_h(&cs) * mico_conv_out_w(&cs);
         scratch_bytes = mico_conv_scratch(&cs);
     }
     arena_t ar = arena_open();
-    uint32_t *A = take(&ar, 4u * a_rows * words64(a_len, qa));
-    uint32_t *Wt = take(&ar, 4u * w_rows * words64(w_len, qw));
-    int32_t *Y = take(&ar, 4u * outs);
+    uint32_t *A = take(&ar, 4ull * a_rows * mico_words(a_len, qa));
+    uint32_t *Wt = take(&ar, 4ull * w_rows * mico_words(w_len, qw));
+    int32_t *Y = take(&ar, 4ull * outs);
     void *scratch = take(&ar, scratch_bytes);
     uint64_t *tv = take(&ar, 8ull * total);
     if (ar.used > ar.size) { send_error(seq, ERR_DOES_NOT_FIT, "tensors do not fit the device arena"); return; }
 
     uint32_t state = seed;
-    mico_fill_random(&state, A, (uint32_t)a_rows, (uint32_t)a_len, qa);
-    mico_fill_random(&state, Wt, (uint32_t)w_rows, (uint32_t)w_len, qw);
+    mico_fill_random(&state, A, a_rows, a_len, qa);
+    mico_fill_random(&state, Wt, w_rows, w_len, qw);
     /* warm-up and timed runs share one loop, so every run follows the same code
      * path; nothing but the kernel call lies between the two timer reads */
     if (op == OP_MATMUL) {
