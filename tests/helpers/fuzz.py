@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
@@ -97,14 +98,15 @@ def actions() -> st.SearchStrategy[list[tuple]]:
 
 @dataclass
 class Stats:
+    """What a run did: frames written, cases run, and a count per kind of frame
+    (plus "skipped" and "unverified" kernels, see above)."""
+
     frames: int = 0
     cases: int = 0
-    skipped: int = 0
-    unverified: int = 0
-    by_class: dict = field(default_factory=dict)
+    by_class: Counter = field(default_factory=Counter)
 
     def count(self, name: str) -> None:
-        self.by_class[name] = self.by_class.get(name, 0) + 1
+        self.by_class[name] += 1
 
 
 @dataclass
@@ -153,7 +155,7 @@ class FrameFuzzer:
         code, spec = oracle.kernel_verdict(payload, self.hello)
         _, _, _, _, seed, warmup, repeats, _ = oracle.KernelRequest(payload).fields or (0,) * 8
         if code == oracle.OK and spec.macs * (warmup + repeats) + spec.act_count + spec.weight_count > WORK_CAP:
-            self.stats.skipped += 1
+            self.stats.count("skipped")
             return
         r = self._exchange(P.REQ_RUN_KERNEL, payload, f"run_kernel {VERDICTS[code]}")
         self._expect(r, code, P.REQ_RUN_KERNEL, f"RUN_KERNEL {payload.hex()}")
@@ -162,7 +164,7 @@ class FrameFuzzer:
             if run.out_count != spec.outputs:
                 raise Finding(f"{spec}: {run.out_count} outputs, the shape has {spec.outputs}")
             if reference.reference_bytes(spec.op, spec.shape) > REFERENCE_CAP:
-                self.stats.unverified += 1      # e.g. a huge padding: cheap on the device, not in NumPy
+                self.stats.count("unverified")      # e.g. a huge padding: cheap on the device, not in NumPy
                 return
             want = reference.expected_checksum(spec.op, spec.shape, spec.qa, spec.qw, seed)
             if run.checksum != want:
@@ -243,7 +245,7 @@ class FrameFuzzer:
 
     def _do_run_model(self, inputs: bytes) -> None:
         if self.mirror.ready and not self._honest():
-            self.stats.skipped += 1
+            self.stats.count("skipped")
             return
         code = self.mirror.run(inputs)
         if code == oracle.OK and inputs[0] == 0x80:
