@@ -12,8 +12,10 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
+FUZZ_FRAMES ?= 100000
+FUZZ_REPORT ?= out/fuzz-report.json
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench fuzz clean
 
 setup: $(STAMP)
 
@@ -40,6 +42,13 @@ bench: setup
 	$(BIN)/python benchmarks/bench_proxy_fit.py
 	$(BIN)/python benchmarks/bench_rtl.py
 	$(BIN)/python benchmarks/bench_bitfusion.py
+
+# The protocol fuzzer against the ASan/UBSan host firmware (tests/test_hostile_firmware.py),
+# FUZZ_FRAMES frames instead of the 5,000 of the test suite; the count and verdict go to FUZZ_REPORT.
+fuzz: setup
+	@mkdir -p $(dir $(FUZZ_REPORT))
+	MICO_FUZZ_FRAMES=$(FUZZ_FRAMES) MICO_FUZZ_REPORT=$(FUZZ_REPORT) \
+	  $(BIN)/pytest -q --timeout=0 tests/test_hostile_firmware.py -k fuzz; rc=$$?; cat $(FUZZ_REPORT); exit $$rc
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -26,7 +26,7 @@ RV_OBJCOPY = "riscv64-unknown-elf-objcopy"
 BASE_CFLAGS = ["-O2", "-std=gnu11", "-ffreestanding", "-nostdlib", "-nostartfiles",
                "-fno-tree-loop-distribute-patterns", "-ffunction-sections", "-fdata-sections", "-fno-strict-aliasing",
                "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unused-function"]
-FW_SOURCES = ("crt0_litex.S", "bench.c", "link.c", "hal_litex.c", "libc_min.c")
+FW_SOURCES = ("crt0.S", "bench.c", "link.c", "hal_litex.c", "libc_min.c")
 GENERATED = ("csr.h", "soc.h", "mem.h")
 
 
@@ -104,7 +104,7 @@ def build(profile: Profile, soc: SocHeaders, target_id: str) -> tc.Artifact:
     ld = fw / "rv32_litex.ld"
     inputs = srcs + [ld] + sorted(fw.glob("*.h")) + sorted(tc.INCLUDE_DIR.glob("*.h")) + soc.files()
     cflags = [f"-march={profile.march}", f"-mabi={profile.mabi}", *BASE_CFLAGS, *profile.cflags]
-    defs = [f'-DMICO_TARGET_ID="{target_id}"', f'-DMICO_ISA="{profile.march}"', "-DHAL_MIN_WARMUP=1"]
+    defs = [f'-DMICO_TARGET_ID="{target_id}"', f'-DMICO_ISA="{profile.march}"', "-DHAL_MIN_WARMUP=1", "-DMICO_HAL_LITEX"]
     if profile.timer == "mcycle":
         defs.append("-DHAL_TIMER_MCYCLE")
     incs = ["-I", tc.INCLUDE_DIR, "-I", fw, "-I", soc.build_dir / "software" / "include", "-I", soc.cpu_dir,

@@ -48,7 +48,19 @@ def summarize(values: list[float]) -> tuple[float, float, float]:
 def expected_checksum(spec: KernelSpec, seed: int) -> int:
     from kernels import reference
 
+    check_reference(spec)
     return int(reference.expected_checksum(spec.op, spec.shape, spec.qa, spec.qw, seed))
+
+
+def check_reference(spec: KernelSpec) -> None:
+    """Refuse, before the device spends time on it, a spec whose output the
+    host cannot check (the reference would need too much memory)."""
+    from kernels import reference
+
+    try:
+        reference.check_budget(spec.op, spec.shape)
+    except reference.ReferenceTooLarge as e:
+        raise UnsupportedError(str(e)) from None
 
 
 def measure(session: Session, spec: KernelSpec, fingerprint: str, deterministic: bool,
@@ -61,6 +73,8 @@ def measure(session: Session, spec: KernelSpec, fingerprint: str, deterministic:
             raise UnsupportedError("a layer-mode measurement needs its target (model toolchain and caches)")
         return measure_layer(session, target, spec, fingerprint, deterministic, policy, timeout)
     policy = policy or StatsPolicy()
+    if verify:
+        check_reference(spec)
     seed = spec_seed(spec)
     t0 = time.monotonic()
     retries0 = session.link_stats.retries

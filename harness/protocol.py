@@ -56,6 +56,20 @@ def cobs_decode(data: bytes) -> bytes:
     return bytes(out)
 
 
+def run_kernel_payload(op: int, qa: int, qw: int, seed: int, warmup: int, repeats: int,
+                       dims: tuple[int, ...] | list[int], flags: int = 0) -> bytes:
+    """RUN_KERNEL's payload (kernels/firmware/proto.h).  Every field must fit
+    its wire width: a ValueError, never a silently wrapped size."""
+    fields = {"op": (op, 0xFF), "qa": (qa, 0xFF), "qw": (qw, 0xFF), "flags": (flags, 0xFF),
+              "warmup": (warmup, 0xFFFF), "repeats": (repeats, 0xFFFF), "dims count": (len(dims), 0xFF)}
+    fields.update({f"dim {i}": (d, 0xFFFFFFFF) for i, d in enumerate(dims)})
+    for name, (v, top) in fields.items():
+        if not 0 <= int(v) <= top:
+            raise ValueError(f"RUN_KERNEL {name} {v} does not fit its {top.bit_length()}-bit field.")
+    return (struct.pack("<BBBBIHHB", op, qa, qw, flags, seed & 0xFFFFFFFF, warmup, repeats, len(dims))
+            + struct.pack(f"<{len(dims)}I", *dims))
+
+
 def encode_frame(ftype: int, seq: int, payload: bytes) -> bytes:
     body = struct.pack("<BH", ftype, seq & 0xFFFF) + payload
     body += struct.pack("<I", zlib.crc32(body))
@@ -72,6 +86,67 @@ def decode_frame(raw: bytes) -> tuple[int, int, bytes]:
         raise ValueError("CRC mismatch")
     ftype, seq = struct.unpack_from("<BH", body)
     return ftype, seq, body[3:-4]
+
+
+class ReplyReader:
+    """Reads one reply payload field by field.  A reply whose CRC checked but
+    whose contents are short or claim more entries than it carries is a
+    ProtocolError (a MeasureError a sweep records), never a struct.error."""
+
+    def __init__(self, body: bytes, what: str):
+        self.body, self.what, self.off = bytes(body), what, 0
+
+    def _need(self, n: int, field_: str) -> None:
+        if n < 0 or self.off + n > len(self.body):
+            raise ProtocolError(f"malformed {self.what} reply: {len(self.body)} bytes end before its {field_} "
+                                f"(needs {self.off + n}).")
+
+    def take(self, fmt: str, field_: str = "fields") -> tuple:
+        size = struct.calcsize(fmt)
+        self._need(size, field_)
+        vals = struct.unpack_from(fmt, self.body, self.off)
+        self.off += size
+        return vals
+
+    def array(self, code: str, count: int, field_: str) -> list[int]:
+        """`count` little-endian items of struct `code`, bounded by the payload before anything is unpacked."""
+        self._need(count * struct.calcsize(code), f"{count} {field_}")
+        return list(self.take(f"<{count}{code}", field_))
+
+    def string(self, field_: str) -> str:
+        (n,) = self.take("<B", field_)
+        self._need(n, field_)
+        text = self.body[self.off:self.off + n].decode(errors="replace")
+        self.off += n
+        return text
+
+
+def parse_hello(body: bytes) -> "Hello":
+    r = ReplyReader(body, "HELLO")
+    fw, pv, ram, maxp, unit, hz, ops, pairs, kv, code = r.take("<HHIIBIHHII", "header")
+    target_id, isa, build = (r.string(f) for f in ("target id", "ISA", "build string"))
+    op_names = tuple(name for name, bit in (("matmul", 0), ("conv2d", 1)) if ops >> bit & 1)
+    pair_list = tuple((BITS[i], BITS[j]) for i in range(4) for j in range(4) if pairs >> (i * 4 + j) & 1)
+    return Hello(fw, pv, ram, maxp, "ns" if unit == 1 else "cycles", hz, op_names, pair_list, kv, code,
+                 target_id, isa, build)
+
+
+def parse_kernel_run(body: bytes, repeats: int | None = None) -> "KernelRun":
+    """A RUN_KERNEL reply; `repeats`, when given, is how many timings the request asked for."""
+    r = ReplyReader(body, "RUN_KERNEL")
+    crc, outs, n = r.take("<IIH", "header")
+    if repeats is not None and n != repeats:
+        raise ProtocolError(f"malformed RUN_KERNEL reply: {n} timings for a request of {repeats} repeats.")
+    return KernelRun(r.array("Q", n, "timings"), crc, outs)
+
+
+def parse_model_run(body: bytes) -> "ModelRun":
+    r = ReplyReader(body, "RUN_MODEL")
+    (n,) = r.take("<I", "output count")
+    outs = r.array("i", n, "outputs")
+    (nl,) = r.take("<H", "layer count")
+    total, *layers = r.array("Q", nl + 1, "timings")
+    return ModelRun(outs, total, layers)
 
 
 class Transport(Protocol):
@@ -256,26 +331,12 @@ class Client:
 
     # ---- typed requests ------------------------------------------------------------
     def hello(self) -> Hello:
-        b = self.request(REQ_HELLO)
-        fw, pv, ram, maxp, unit, hz, ops, pairs, kv, code = struct.unpack_from("<HHIIBIHHII", b)
-        off = struct.calcsize("<HHIIBIHHII")
-        strs = []
-        for _ in range(3):
-            n = b[off]
-            strs.append(b[off + 1:off + 1 + n].decode(errors="replace"))
-            off += 1 + n
-        op_names = tuple(name for name, bit in (("matmul", 0), ("conv2d", 1)) if ops >> bit & 1)
-        pair_list = tuple((BITS[i], BITS[j]) for i in range(4) for j in range(4) if pairs >> (i * 4 + j) & 1)
-        return Hello(fw, pv, ram, maxp, "ns" if unit == 1 else "cycles", hz, op_names, pair_list, kv, code, *strs)
+        return parse_hello(self.request(REQ_HELLO))
 
     def run_kernel(self, op: str, shape: tuple[int, ...], qa: int, qw: int, seed: int,
                    warmup: int, repeats: int, timeout: float | None = None) -> KernelRun:
-        payload = struct.pack("<BBBBIHHB", OP_CODES[op], qa, qw, 0, seed & 0xFFFFFFFF, warmup, repeats, len(shape))
-        payload += struct.pack(f"<{len(shape)}I", *shape)
-        b = self.request(REQ_RUN_KERNEL, payload, timeout=timeout)
-        crc, outs, n = struct.unpack_from("<IIH", b)
-        vals = list(struct.unpack_from(f"<{n}Q", b, 10))
-        return KernelRun(vals, crc, outs)
+        payload = run_kernel_payload(OP_CODES[op], qa, qw, seed, warmup, repeats, shape)
+        return parse_kernel_run(self.request(REQ_RUN_KERNEL, payload, timeout=timeout), repeats)
 
     def load_model(self, blob: bytes, chunk: int = 4096) -> dict:
         total = len(blob)
@@ -283,17 +344,11 @@ class Client:
             part = blob[off:off + chunk]
             self.request(REQ_MODEL_DATA, struct.pack("<II", off, total) + part)
         b = self.request(REQ_MODEL_COMMIT, struct.pack("<I", zlib.crc32(blob)))
-        inc, outc, nl, scratch = struct.unpack_from("<IIII", b)
+        inc, outc, nl, scratch = ReplyReader(b, "MODEL_COMMIT").take("<IIII")
         return {"in_count": inc, "out_count": outc, "n_layers": nl, "scratch_bytes": scratch}
 
     def run_model(self, inputs: bytes, timeout: float | None = None) -> ModelRun:
-        b = self.request(REQ_RUN_MODEL, inputs, timeout=timeout)
-        (n,) = struct.unpack_from("<I", b)
-        outs = list(struct.unpack_from(f"<{n}i", b, 4))
-        off = 4 + 4 * n
-        (nl,) = struct.unpack_from("<H", b, off)
-        total, *layers = struct.unpack_from(f"<{nl + 1}Q", b, off + 2)
-        return ModelRun(outs, total, list(layers))
+        return parse_model_run(self.request(REQ_RUN_MODEL, inputs, timeout=timeout))
 
     def reset(self) -> None:
         self.request(REQ_RESET)

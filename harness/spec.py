@@ -6,11 +6,14 @@ so its derived counts (MACs, BOPs, CBOPs, loads) are defined once, here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from kernels import numeric
 from kernels.numeric import BITS, SPEC_BITS
+from kernels.toolchain import INCLUDE_DIR
 
 from .errors import UserError
 
@@ -23,13 +26,72 @@ MODES = ("kernel", "layer")
 MATMUL_FIELDS = ("N", "M", "K")
 CONV_FIELDS = ("N", "C", "H", "W", "K", "KS", "S", "P", "G")
 POOL_FIELDS = ("N", "C", "H", "W", "KS", "S")
+LIMITS_HEADER = INCLUDE_DIR / "mico_limits.h"
+LIMIT_NAMES = ("MICO_MAX_DIM", "MICO_MAX_REDUCTION", "MICO_MAX_ELEMENTS")
+
+
+def read_limits(path: Path = LIMITS_HEADER) -> dict[str, int]:
+    """The #defines of mico_limits.h, which the firmware compiles in: the host
+    refuses exactly the shapes the device would, from one source."""
+    text = path.read_text()
+    found = {m[1]: int(m[2]) for m in re.finditer(r"^#define\s+(MICO_\w+)\s+(\d+)u?\s*$", text, re.M)}
+    missing = [n for n in LIMIT_NAMES if n not in found]
+    if missing:
+        raise ImportError(f"{path} does not define {', '.join(missing)} as plain integers.")
+    return found
+
+
+_LIMITS = read_limits()
+# every shape field and a conv2d's padded extent H+2P / W+2P (int32 on the device)
+MAX_DIM = _LIMITS["MICO_MAX_DIM"]
 # the largest reduction length whose int32 accumulator cannot overflow at 8x8
-MAX_REDUCTION = (2**31 - 1) // (128 * 128)
+MAX_REDUCTION = _LIMITS["MICO_MAX_REDUCTION"]
+# elements of any one tensor (activations, weights, outputs)
+MAX_ELEMENTS = _LIMITS["MICO_MAX_ELEMENTS"]
 
 
 def check_bits(name: str, b: int, allowed=BITS) -> int:
     """kernels.numeric.check_bits raising the library error (a one-sentence ValueError)."""
     return numeric.check_bits(name, b, allowed, error=UserError)
+
+
+def _too_large(op: str, text: str, counts: dict[str, int]) -> None:
+    for name, n in counts.items():
+        if n > MAX_ELEMENTS:
+            raise UserError(f"{op} shape {text} is too large: its {name} tensor has {n} elements, "
+                            f"more than the {MAX_ELEMENTS} any device accepts.")
+
+
+def check_shape(op: str, shape: tuple[int, ...]) -> None:
+    """The one shape validator: refuses, with one sentence, every shape that no
+    device can run, by the rules and in the order of the firmware's check_matmul
+    and check_conv (kernels/firmware/bench.c) and the limits of mico_limits.h.
+    Pure integer arithmetic, before anything is sent, allocated or computed."""
+    text = ",".join(map(str, shape))
+    if op == "matmul":
+        N, M, K = shape
+        if min(shape) < 1 or max(shape) > MAX_DIM:
+            raise UserError(f"matmul shape {text} is impossible: N, M and K must be between 1 and {MAX_DIM}.")
+        if K > MAX_REDUCTION:
+            raise UserError(f"reduction length {K} exceeds {MAX_REDUCTION}, where an int32 accumulator could overflow.")
+        _too_large(op, text, {"activation": N * K, "weight": M * K, "output": N * M})
+        return
+    N, C, H, W, K, KS, S, P, G = shape
+    if min(N, C, H, W, K, KS, S, G) < 1 or max(N, C, H, W, K, KS, S, G) > MAX_DIM or not 0 <= P <= MAX_DIM:
+        raise UserError(f"conv2d shape {text} is impossible: sizes, kernel, stride and groups must be between 1 "
+                        f"and {MAX_DIM}, padding between 0 and {MAX_DIM}.")
+    if C % G or K % G:
+        raise UserError(f"conv2d shape {text} is impossible: groups G={G} must divide C={C} and K={K}.")
+    hp, wp = H + 2 * P, W + 2 * P
+    if max(hp, wp) > MAX_DIM:
+        raise UserError(f"conv2d shape {text} is impossible: the padded input {hp}x{wp} exceeds {MAX_DIM}.")
+    if min(hp, wp) < KS:
+        raise UserError(f"conv2d shape {text} is impossible: the kernel does not fit the padded input.")
+    red = C // G * KS * KS
+    if red > MAX_REDUCTION:
+        raise UserError(f"reduction length {red} exceeds {MAX_REDUCTION}, where an int32 accumulator could overflow.")
+    oh, ow = (hp - KS) // S + 1, (wp - KS) // S + 1
+    _too_large(op, text, {"activation": N * C * H * W, "weight": K * red, "output": N * K * oh * ow})
 
 
 @dataclass(frozen=True, order=True)
@@ -69,7 +131,10 @@ class KernelSpec:
             raise UserError("a kernel-mode spec writes int32 outputs; out_bits must be 0.")
         if self.mode == "layer" and self.out_bits not in (0,) + BITS:
             raise UserError(f"out_bits={self.out_bits} is not 0 (int32 logits) or one of {', '.join(map(str, BITS))}.")
-        shape = tuple(int(x) for x in self.shape)
+        try:
+            shape = tuple(int(x) for x in self.shape)
+        except (TypeError, ValueError):
+            raise UserError(f"{self.op} shape {self.shape!r} is not a list of integers.") from None
         if self.op == "conv2d" and len(shape) == 8:
             shape = shape + (1,)
         object.__setattr__(self, "shape", shape)
@@ -78,19 +143,7 @@ class KernelSpec:
             raise UserError(f"{self.op} shape needs {len(want)} numbers ({','.join(want)}), got {len(shape)}.")
         check_bits("qa", self.qa, SPEC_BITS)
         check_bits("qw", self.qw, SPEC_BITS)
-        d = self.dims
-        if self.op == "matmul":
-            if min(shape) < 1:
-                raise UserError(f"matmul shape {self.shape_str} is impossible: N, M and K must all be >= 1.")
-        else:
-            if min(d[k] for k in ("N", "C", "H", "W", "K", "KS", "S", "G")) < 1 or d["P"] < 0:
-                raise UserError(f"conv2d shape {self.shape_str} is impossible: sizes, kernel, stride and groups must be >= 1 and padding >= 0.")
-            if d["C"] % d["G"] or d["K"] % d["G"]:
-                raise UserError(f"conv2d shape {self.shape_str} is impossible: groups G={d['G']} must divide C={d['C']} and K={d['K']}.")
-            if self.out_hw[0] < 1 or self.out_hw[1] < 1:
-                raise UserError(f"conv2d shape {self.shape_str} is impossible: the kernel does not fit the padded input.")
-        if self.reduction > MAX_REDUCTION:
-            raise UserError(f"reduction length {self.reduction} exceeds {MAX_REDUCTION}, where an int32 accumulator could overflow.")
+        check_shape(self.op, shape)
 
     def _check_layer_op(self) -> None:
         shape = tuple(int(x) for x in self.shape)

@@ -20,6 +20,20 @@ from .numeric import BITS, check_bits, value_range  # noqa: F401  (value_range: 
 
 XORSHIFT_ZERO_STATE = 0x9E3779B9   # replaces the state 0 before the first step
 _MASK32 = 0xFFFFFFFF
+# The most memory one reference computation may take.  A device tensor packed
+# at 1 bit grows 64-fold as float64 here, so a shape the device accepts can
+# still be far too large to check on the host: refused, not swapped to death.
+MAX_REFERENCE_BYTES = 2 << 30
+
+
+class ReferenceTooLarge(ValueError):
+    """The reference computation would allocate more than MAX_REFERENCE_BYTES."""
+
+
+def _check_alloc(nbytes: int, what: str) -> None:
+    if nbytes > MAX_REFERENCE_BYTES:
+        raise ReferenceTooLarge(f"the NumPy reference of {what} would need about {nbytes / 2**30:.1f} GiB, "
+                                f"more than the {MAX_REFERENCE_BYTES / 2**30:.0f} GiB it may allocate.")
 
 
 def _check_bits(b: int) -> int:
@@ -188,6 +202,30 @@ def _conv_fields(shape: Sequence[int]) -> tuple[int, ...]:
     return N, C, H, W, K, KS, S, P, G
 
 
+def reference_bytes(op: str, shape: Sequence[int]) -> int:
+    """Peak bytes of ``expected_output(op, shape, ...)``, from the shape alone
+    (an upper estimate: every array that is alive at the same time)."""
+    if op == "matmul":
+        N, M, K = (int(v) for v in shape)
+        ins, outs, work = N * K + M * K, N * M, 8 * (N * K + M * K)
+    elif op == "conv2d":
+        N, C, H, W, K, KS, S, P, G = _conv_fields(shape)
+        OH, OW = conv_out_hw(H, W, KS, S, P)
+        ins, outs = N * C * H * W + K * (C // G) * KS * KS, N * K * OH * OW
+        # padded float64 input, one strided window copy, weights as float64
+        work = 8 * (N * C * (H + 2 * P) * (W + 2 * P) + N * C * OH * OW + K * (C // G) * KS * KS)
+    else:
+        raise ValueError(f"unknown op {op!r}")
+    # the xorshift stream (uint32) and int8 values; float64 sums, a transposed copy, int64 and int32 results
+    return 5 * ins + work + 28 * outs
+
+
+def check_budget(op: str, shape: Sequence[int]) -> None:
+    """Raise ReferenceTooLarge (one sentence) if checking this shape would
+    allocate more than MAX_REFERENCE_BYTES; allocates nothing itself."""
+    _check_alloc(reference_bytes(op, shape), f"{op} {','.join(map(str, shape))}")
+
+
 def random_inputs(op: str, shape: Sequence[int], qa: int, qw: int,
                   seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Inputs a ``RUN_KERNEL`` generates on the device from ``seed``, as int8
@@ -196,6 +234,7 @@ def random_inputs(op: str, shape: Sequence[int], qa: int, qw: int,
     Activations are drawn first, then weights, from one continuing state."""
     _check_bits(qa)
     _check_bits(qw)
+    check_budget(op, shape)
     if op == "matmul":
         N, M, K = (int(v) for v in shape)
         na, nw = N * K, M * K
@@ -243,6 +282,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0,
         raise ValueError("conv2d kernel does not fit the padded input")
     Kg = K // G
     Hp, Wp = H + 2 * P, W + 2 * P
+    _check_alloc(8 * (N * C * Hp * Wp + 2 * N * K * OH * OW), f"conv2d of {x.shape} with padding {P}")
     xp = np.zeros((N, C, Hp, Wp), dtype=np.float64)
     xp[:, :, P:P + H, P:P + W] = x
     xg = xp.reshape(N, G, Cg, Hp, Wp)

@@ -298,3 +298,46 @@ def test_expected_checksum_matches_output():
     assert y.shape == (1, 4, 6, 6)
     assert R.expected_checksum("conv2d", (1, 3, 6, 6, 4, 3, 1, 1, 1), 2, 4, 9) == R.checksum(y)
     assert R.expected_checksum("matmul", (2, 3, 4), 8, 8, 1) != R.expected_checksum("matmul", (2, 3, 4), 8, 8, 2)
+
+
+# ---- allocation bound -----------------------------------------------------------------
+
+@pytest.mark.parametrize("op,shape", [
+    ("conv2d", (1, 1, 65536, 65536, 1, 1, 1, 0, 1)),         # the 16 GiB xorshift stream of issue 9
+    ("conv2d", (1, 1, 1, 1, 1, 1, 1, 2**30, 1)),             # padding: a 2^31 x 2^31 float64 plane
+    ("conv2d", (1, 1, 46000, 46000, 1, 1, 46000, 0, 1)),     # small output, huge input
+    ("matmul", (50000, 50000, 1)),
+])
+def test_reference_refuses_oversized_work_before_allocating(op, shape):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(R.ReferenceTooLarge, match="GiB") as e:
+            R.expected_checksum(op, shape, 8, 8, 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert isinstance(e.value, ValueError) and str(e.value).count(". ") == 0
+
+
+def test_reference_conv2d_refuses_huge_padding_of_real_arrays():
+    x = np.ones((1, 1, 2, 2), np.int8)
+    w = np.ones((1, 1, 1, 1), np.int8)
+    with pytest.raises(R.ReferenceTooLarge):
+        R.conv2d(x, w, padding=2**20)
+
+
+def test_reference_bytes_bounds_what_small_shapes_use():
+    # the estimate is an upper bound: a real computation stays under it
+    import tracemalloc
+
+    for op, shape in (("matmul", (7, 9, 130)), ("conv2d", (2, 4, 11, 9, 6, 3, 2, 2, 2))):
+        tracemalloc.start()
+        try:
+            R.expected_output(op, shape, 4, 2, 5)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak <= R.reference_bytes(op, shape) + (64 << 10)

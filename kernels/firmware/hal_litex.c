@@ -26,6 +26,7 @@
 #include <generated/csr.h>
 #include <generated/soc.h>
 #include "hal.h"
+#include "hal_rv32.h"
 #include "link.h"
 #include "mico_kernels.h"
 
@@ -67,15 +68,11 @@ void hal_init(void) {
     for (int i = 7; i >= 0; i--) target_id[n++] = hexd[(img >> (4 * i)) & 0xF];
     target_id[n] = 0;
 
-    uintptr_t end = ((uintptr_t)_end + 15u) & ~(uintptr_t)15u;
-    uintptr_t top = (uintptr_t)_stack_top - STACK_BYTES;
-    uint32_t free_ = top > end ? (uint32_t)(top - end) : 0;
-    uint32_t code = (free_ / 4u) & ~15u;
-    if (code > CODE_MAX) code = CODE_MAX;
-    code_base = (uint8_t *)end;
-    code_bytes = code;
-    arena_base = code_base + code;
-    arena_bytes = (free_ - code) & ~15u;
+    rv32_layout l = rv32_split_ram((uintptr_t)_end, (uintptr_t)_stack_top - STACK_BYTES, CODE_MAX);
+    code_base = l.code;
+    code_bytes = l.code_bytes;
+    arena_base = l.arena;
+    arena_bytes = l.arena_bytes;
     uart_ev_pending_write(UART_EV_TX | UART_EV_RX);
 }
 
@@ -100,14 +97,7 @@ void hal_flush(void) {}
 
 uint64_t hal_timer(void) {
 #ifdef HAL_TIMER_MCYCLE
-    uint32_t hi, lo, hi2;
-    do {
-        __asm__ volatile(".option push\n.option arch, +zicsr\n"
-                         "csrr %0, mcycleh\ncsrr %1, mcycle\ncsrr %2, mcycleh\n"
-                         ".option pop"
-                         : "=r"(hi), "=r"(lo), "=r"(hi2));
-    } while (hi != hi2);
-    return ((uint64_t)hi << 32) | lo;
+    return rv32_mcycle();
 #else
     timer0_uptime_latch_write(1);
     return timer0_uptime_cycles_read();
@@ -144,7 +134,7 @@ void hal_exit(int code) {
     for (;;) {}
 }
 
-/* called by crt0_litex.S on any trap: report it as a text line, then stop */
+/* called by crt0.S (MICO_HAL_LITEX) on any trap: report it as a text line, then stop */
 void hal_litex_trap(uint32_t mcause, uint32_t mepc, uint32_t mtval) {
     static const char msg[] = "\n!MICO-TRAP mcause=";
     uint32_t v[3] = {mcause, mepc, mtval};

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include "hal.h"
+#include "hal_rv32.h"
 #include "link.h"
 
 #ifndef MMIO_BASE
@@ -45,15 +46,11 @@ static uint8_t *code_base, *arena_base;
 static uint32_t code_bytes, arena_bytes;
 
 void hal_init(void) {
-    uintptr_t end = ((uintptr_t)_end + 15u) & ~(uintptr_t)15u;
-    uintptr_t top = (uintptr_t)RAM_BASE + RAM_SIZE - STACK_BYTES;
-    uint32_t free_ = top > end ? (uint32_t)(top - end) : 0;
-    uint32_t code = (free_ / 4u) & ~15u;
-    if (code > CODE_MAX) code = CODE_MAX;
-    code_base = (uint8_t *)end;
-    code_bytes = code;
-    arena_base = code_base + code;
-    arena_bytes = (free_ - code) & ~15u;
+    rv32_layout l = rv32_split_ram((uintptr_t)_end, (uintptr_t)RAM_BASE + RAM_SIZE - STACK_BYTES, CODE_MAX);
+    code_base = l.code;
+    code_bytes = l.code_bytes;
+    arena_base = l.arena;
+    arena_bytes = l.arena_bytes;
 }
 
 int hal_getc(void) { return (int)(UART_RX & 0xFFu); }   /* blocks; EOF ends the simulation */
@@ -66,14 +63,7 @@ void hal_flush(void) { FLUSH = 1; }
 
 uint64_t hal_timer(void) {
 #ifdef HAL_TIMER_MCYCLE
-    uint32_t hi, lo, hi2;
-    do {
-        __asm__ volatile(".option push\n.option arch, +zicsr\n"
-                         "csrr %0, mcycleh\ncsrr %1, mcycle\ncsrr %2, mcycleh\n"
-                         ".option pop"
-                         : "=r"(hi), "=r"(lo), "=r"(hi2));
-    } while (hi != hi2);
-    return ((uint64_t)hi << 32) | lo;
+    return rv32_mcycle();
 #else
     uint32_t lo = CYCLE_LO;
     uint32_t hi = CYCLE_HI;

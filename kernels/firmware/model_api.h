@@ -14,6 +14,10 @@
 
 #define MICO_MODEL_MAGIC 0x4D43494Du /* "MICM" */
 #define MICO_MODEL_ABI 1
+/* The entry is the first function of the code, which starts at a 16-byte
+ * boundary after the header (the model linker script, blob.ld); the loader refuses any
+ * other entry_offset (inside the header, misaligned, past the image). */
+#define MICO_MODEL_ENTRY_ALIGN 16u
 
 typedef struct mico_api {
     uint32_t abi;
