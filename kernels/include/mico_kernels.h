@@ -68,6 +68,46 @@ int32_t mico_dot_packed_b1_masked(const uint32_t *a, const uint32_t *m, const ui
                                   uint32_t K, uint32_t nvalid);
 int32_t mico_dot_packed_b2(const uint32_t *a, const uint32_t *w, uint32_t K);
 
+/* code i of a packed row of b-bit codes */
+static inline uint32_t mico_code_at(const uint32_t *row, uint32_t i, int b) {
+    uint32_t bit = i * (uint32_t)b;
+    return (row[bit >> 5] >> (bit & 31u)) & ((2u << (b - 1)) - 1u);
+}
+/* value of an activation code of qa bits: the one place the kernels decode
+ * activation codes (two's complement; qa = 1: code c is 2c-1) */
+static inline int32_t mico_act_decode(uint32_t code, int qa) {
+    uint32_t sb;
+    if (qa == 1)
+        return (int32_t)(code & 1u) * 2 - 1;
+    sb = 1u << (qa - 1);
+    return (int32_t)((code & (2u * sb - 1u)) ^ sb) - (int32_t)sb;
+}
+
+/* ---- one activation row against many weight rows (kernels/src/rows.c) ------
+ * The inner loops of mico_matmul and mico_conv2d: an activation row of K codes
+ * is prepared once, into the form the (qa, qw) pair's loop reads, then dotted
+ * with any number of packed rows of K qw-bit weight codes. */
+typedef struct {
+    const uint32_t *words;  /* the prepared row (the caller's buffer, or the input itself) */
+    int32_t corr;           /* pair-specific constant of the row (weight code offset) */
+    uint32_t K;
+    int qa, qw;
+} mico_act_row;
+
+/* bytes of buffer mico_act_prep_* may write for K codes (<= 2*K + 62) */
+uint32_t mico_act_prep_bytes(uint32_t K, int qa, int qw);
+/* prepare a packed row of K qa-bit codes; buf (4-byte aligned) holds the
+ * result unless the pair reads the packed row as it is (8x8, 1x1) */
+void mico_act_prep_packed(const uint32_t *a, uint32_t K, int qa, int qw, void *buf, mico_act_row *r);
+/* prepare K int8 values (in range for qa bits; 0 also for qa = 1, as conv
+ * padding, except for 1x1 which needs +-1).  8x8 reads v in place: v must be
+ * 4-byte aligned and 0 up to a multiple of 4.  v may lie inside buf from byte
+ * mico_words(K,qw)*32/qw on (after the prepared words' start). */
+void mico_act_prep_i8(const int8_t *v, uint32_t K, int qa, int qw, void *buf, mico_act_row *r);
+/* y[i*ystride] = dot(a, W + i*wstride) for i < count (wstride in words) */
+void mico_dot_rows(const mico_act_row *a, const uint32_t *W, uint32_t wstride, uint32_t count,
+                   int32_t *y, uint32_t ystride);
+
 /* ---- packing ------------------------------------------------------------ */
 /* pack L values (int8, already in range for b bits; for b=1 values are -1/+1)
  * into mico_words(L,b) words; pad bits are zero */

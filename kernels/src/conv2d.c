@@ -1,7 +1,8 @@
 /* Bit-packed mixed-precision conv2d (NCHW, square kernel, stride, zero
  * padding, groups).  Per (n, group, output pixel) the input patch is gathered
- * once into int8 scratch in the weights' (c,kh,kw) order (padding = value 0)
- * and dotted with each packed weight row of the group. */
+ * once into int8 scratch in the weights' (c,kh,kw) order (padding = value 0),
+ * prepared for the pair's loop and dotted with every weight row of the group
+ * (kernels/src/rows.c). */
 #include "mico_kernels.h"
 
 int mico_conv_check(const mico_conv_shape *s) {
@@ -28,16 +29,16 @@ static uint32_t patch_len(const mico_conv_shape *s) {
     return s->C / s->G * s->KS * s->KS;
 }
 
+/* the prepared row (at most 2 bytes per code, mico_act_prep_bytes) in the
+ * first Lp bytes, the int8 patch in the next Lp, Lp = L rounded up to 32:
+ * the preparation may overwrite the patch behind its reads (rows.c) */
 uint32_t mico_conv_scratch(const mico_conv_shape *s) {
-    uint32_t L = patch_len(s);
-    uint32_t w2 = mico_words(L, 2u), w1x2 = 2u * mico_words(L, 1u);
-    /* the int8 patch, then either its 2-bit packing or a 1-bit row + mask */
-    return ((L + 31u) & ~31u) + 4u * (w2 > w1x2 ? w2 : w1x2);
+    return 2u * ((patch_len(s) + 31u) & ~31u);
 }
 
 /* gather the patch of output pixel (oh, ow) from Cg planes starting at X
  * (plane stride wpp words); returns 1 if any element came from padding */
-#define DEFINE_GATHER(NAME, LB, DECODE)                                          \
+#define DEFINE_GATHER(NAME, LB)                                          \
 static int NAME(const uint32_t *X, uint32_t wpp, uint32_t Cg,                     \
                 const mico_conv_shape *s, uint32_t oh, uint32_t ow, int8_t *p) { \
     const uint32_t per_shift = 5u - (LB), mask_i = (1u << per_shift) - 1u;        \
@@ -63,7 +64,7 @@ static int NAME(const uint32_t *X, uint32_t wpp, uint32_t Cg,                   
                 } else {                                                          \
                     uint32_t i = (uint32_t)ih * W + (uint32_t)iw;                 \
                     uint32_t c = (X[i >> per_shift] >> ((i & mask_i) * bits)) & cmask; \
-                    *p++ = (int8_t)(DECODE);                                      \
+                    *p++ = (int8_t)mico_act_decode(c, 1 << (LB));                                   \
                 }                                                                 \
             }                                                                     \
         }                                                                         \
@@ -71,10 +72,10 @@ static int NAME(const uint32_t *X, uint32_t wpp, uint32_t Cg,                   
     return padded;                                                                \
 }
 
-DEFINE_GATHER(gather_b1, 0u, (int32_t)c * 2 - 1)
-DEFINE_GATHER(gather_b2, 1u, (int32_t)(c ^ 2u) - 2)
-DEFINE_GATHER(gather_b4, 2u, (int32_t)(c ^ 8u) - 8)
-DEFINE_GATHER(gather_b8, 3u, (int32_t)(c ^ 128u) - 128)
+DEFINE_GATHER(gather_b1, 0u)
+DEFINE_GATHER(gather_b2, 1u)
+DEFINE_GATHER(gather_b4, 2u)
+DEFINE_GATHER(gather_b8, 3u)
 
 typedef int (*gather_fn)(const uint32_t *, uint32_t, uint32_t,
                          const mico_conv_shape *, uint32_t, uint32_t, int8_t *);
@@ -87,15 +88,11 @@ void mico_conv2d(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
     uint32_t wpp = mico_words(s->H * s->W, (uint32_t)qa);  /* words per plane */
     uint32_t wpr = mico_words(L, (uint32_t)qw);            /* words per weight row */
     uint32_t plane = OH * OW;
-    int8_t *patch = (int8_t *)scratch;
-    uint32_t *packed = (uint32_t *)(void *)(patch + Lp);
-    /* popcount path: same 1/2-bit widths and more than one output channel to
-     * amortise packing the patch; 1-bit windows touching the padding use a
-     * mask of the real elements (scratch holds the 1-bit row and its mask
-     * within the 2-bit row's words) */
-    int fast = qa == qw && (qa == 1 || qa == 2) && Kg > 1;
+    uint32_t *prepared = (uint32_t *)scratch;
+    int8_t *patch = (int8_t *)scratch + Lp;
     gather_fn gather;
     uint32_t n, g, oh, ow, kk, k;
+    mico_act_row row;
 
     switch (qa) {
     case 1: gather = gather_b1; break;
@@ -114,35 +111,27 @@ void mico_conv2d(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
             for (oh = 0; oh < OH; oh++) {
                 for (ow = 0; ow < OW; ow++) {
                     int32_t *y = Yg + oh * OW + ow;
-                    const uint32_t *w = Wg;
                     int padded = gather(Xg, wpp, Cg, s, oh, ow, patch);
-                    if (fast && padded && qa == 1) {
-                        /* 1-bit with padding: pack the signs and a mask of the real elements */
-                        uint32_t nw1 = mico_words(L, 1u), *mask = packed + nw1, nvalid = 0, i;
+                    if (qa == 1 && qw == 1 && padded) {
+                        /* 1x1 cannot code the padding value 0: the signs and a
+                         * mask of the real elements, popcounts on both */
+                        uint32_t nw1 = mico_words(L, 1u), *mask = prepared + nw1, nvalid = 0, i;
+                        const uint32_t *w = Wg;
                         for (i = 0; i < nw1; i++)
-                            packed[i] = mask[i] = 0;
+                            prepared[i] = mask[i] = 0;
                         for (i = 0; i < L; i++) {
                             if (patch[i]) {
                                 mask[i >> 5] |= 1u << (i & 31u);
                                 nvalid++;
                                 if (patch[i] > 0)
-                                    packed[i >> 5] |= 1u << (i & 31u);
+                                    prepared[i >> 5] |= 1u << (i & 31u);
                             }
                         }
                         for (kk = 0; kk < Kg; kk++, w += wpr, y += plane)
-                            *y = mico_dot_packed_b1_masked(packed, mask, w, L, nvalid);
-                    } else if (fast) {
-                        /* 2-bit padding is code 0 = value 0: the popcount path is exact */
-                        mico_pack(patch, L, qa, packed);
-                        if (qa == 1)
-                            for (kk = 0; kk < Kg; kk++, w += wpr, y += plane)
-                                *y = mico_dot_packed_b1(packed, w, L);
-                        else
-                            for (kk = 0; kk < Kg; kk++, w += wpr, y += plane)
-                                *y = mico_dot_packed_b2(packed, w, L);
+                            *y = mico_dot_packed_b1_masked(prepared, mask, w, L, nvalid);
                     } else {
-                        for (kk = 0; kk < Kg; kk++, w += wpr, y += plane)
-                            *y = mico_dot_i8_packed(patch, w, L, qw);
+                        mico_act_prep_i8(patch, L, qa, qw, prepared, &row);
+                        mico_dot_rows(&row, Wg, wpr, Kg, y, plane);
                     }
                 }
             }
