@@ -128,10 +128,81 @@ static int32_t dot_##QA##_##QW(const uint32_t *a, const uint32_t *w,            
     return acc;                                                                   \
 }
 
-/* y[i*ystride] = dot(a, w + i*wstride) for i < count, rows of K codes;
- * half: y[i*ystride] = (y[i*ystride] + dot) / 2 instead (1-bit padding) */
+/* keeps the code on both sides of it in place: the operands count as
+ * rewritten here (empty asm; volatile asms keep their order, so the loads
+ * before an ORDER stay before the CFU ops after it) */
+#ifdef MICO_CFU_EMULATE
+#define ORDER(a, b, c, d, e, f, g, h)
+#else
+#define ORDER(a, b, c, d, e, f, g, h)                                             \
+    __asm__ __volatile__("" : "+r"(a), "+r"(b), "+r"(c), "+r"(d), "+r"(e), "+r"(f), \
+                         "+r"(g), "+r"(h));
+#endif
+
+/* W word of row block (w0..w3) holding wide word j: loaded at j when the
+ * weights are the wide operand, or at the first of each R words otherwise */
+#define LOADW(QA, QW, j) ((QW) >= (QA) || (j) % RR(QA, QW) == 0)
+
+/* one wide word j of a block for four weight rows: the rows' weight words
+ * (when due), the previous word's results added (they separate the loads
+ * from the CFU ops, which wait while a load is in memory / write-back), the
+ * four CFU ops on the activation word held in x[] */
+#define STEP4(QA, QW, j)                                                          \
+    if (LOADW(QA, QW, j)) {                                                       \
+        y0 = w0[WI(QA, QW, j)]; y1 = w1[WI(QA, QW, j)];                          \
+        y2 = w2[WI(QA, QW, j)]; y3 = w3[WI(QA, QW, j)];                          \
+    }                                                                             \
+    ORDER(y0, y1, y2, y3, s0, s1, s2, s3)                                         \
+    s0 += t0; s1 += t1; s2 += t2; s3 += t3;                                       \
+    ORDER(s0, s1, s2, s3, t0, t1, t2, t3)                                         \
+    t0 = OP(QA, QW, j, x[AI(QA, QW, j)], y0);                                     \
+    t1 = OP(QA, QW, j, x[AI(QA, QW, j)], y1);                                     \
+    t2 = OP(QA, QW, j, x[AI(QA, QW, j)], y2);                                     \
+    t3 = OP(QA, QW, j, x[AI(QA, QW, j)], y3);
+/* wide word j of the partial last block for four rows, when r > j */
+#define TAIL4(QA, QW, j)                                                          \
+    if (r > (j)) {                                                                \
+        s0 += OP(QA, QW, j, a[AI(QA, QW, j)], w0[WI(QA, QW, j)]);                \
+        s1 += OP(QA, QW, j, a[AI(QA, QW, j)], w1[WI(QA, QW, j)]);                \
+        s2 += OP(QA, QW, j, a[AI(QA, QW, j)], w2[WI(QA, QW, j)]);                \
+        s3 += OP(QA, QW, j, a[AI(QA, QW, j)], w3[WI(QA, QW, j)]);                \
+    }
+
+/* dots of the activation row a with four weight rows (w, stride ws words)
+ * into d[0..3]: each activation word is loaded once for the four rows; per
+ * block the activation words come first (one cache line: where it shares a
+ * set of the direct-mapped D-cache with a weight row, that costs 2 misses
+ * per block, not per word) */
+#define DEFINE_DOT4(QA, QW)                                                       \
+static void dot4_##QA##_##QW(const uint32_t *a, const uint32_t *w, uint32_t ws,  \
+                             uint32_t nblk, uint32_t r, int32_t *d) {            \
+    const uint32_t *aend = a + nblk * (uint32_t)SA(QA, QW);                       \
+    const uint32_t *w0 = w, *w1 = w0 + ws, *w2 = w1 + ws, *w3 = w2 + ws;        \
+    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, t0 = 0, t1 = 0, t2 = 0, t3 = 0;      \
+    uint32_t y0 = 0, y1 = 0, y2 = 0, y3 = 0;                                      \
+    while (a != aend) {                                                           \
+        uint32_t x[8];                                                            \
+        x[AI(QA, QW, 0)] = a[AI(QA, QW, 0)]; x[AI(QA, QW, 1)] = a[AI(QA, QW, 1)];\
+        x[AI(QA, QW, 2)] = a[AI(QA, QW, 2)]; x[AI(QA, QW, 3)] = a[AI(QA, QW, 3)];\
+        x[AI(QA, QW, 4)] = a[AI(QA, QW, 4)]; x[AI(QA, QW, 5)] = a[AI(QA, QW, 5)];\
+        x[AI(QA, QW, 6)] = a[AI(QA, QW, 6)]; x[AI(QA, QW, 7)] = a[AI(QA, QW, 7)];\
+        STEP4(QA, QW, 0) STEP4(QA, QW, 1) STEP4(QA, QW, 2) STEP4(QA, QW, 3)       \
+        STEP4(QA, QW, 4) STEP4(QA, QW, 5) STEP4(QA, QW, 6) STEP4(QA, QW, 7)       \
+        a += SA(QA, QW);                                                          \
+        w0 += SW(QA, QW); w1 += SW(QA, QW); w2 += SW(QA, QW); w3 += SW(QA, QW);   \
+    }                                                                             \
+    s0 += t0; s1 += t1; s2 += t2; s3 += t3;                                       \
+    TAIL4(QA, QW, 0) TAIL4(QA, QW, 1) TAIL4(QA, QW, 2) TAIL4(QA, QW, 3)           \
+    TAIL4(QA, QW, 4) TAIL4(QA, QW, 5) TAIL4(QA, QW, 6)                            \
+    d[0] = s0; d[1] = s1; d[2] = s2; d[3] = s3;                                   \
+}
+
+/* y[i*ystride] = dot(a, w + i*wstride) for i < count, rows of K codes, four
+ * rows at a time, then one; half: y[i*ystride] = (y[i*ystride] + dot) / 2
+ * instead (1-bit padding) */
 #define DEFINE_ROWS(QA, QW)                                                       \
 DEFINE_DOT(QA, QW)                                                                \
+DEFINE_DOT4(QA, QW)                                                               \
 static void rows_##QA##_##QW(const uint32_t *a, const uint32_t *w, int32_t *y,   \
                              uint32_t count, uint32_t wstride, uint32_t ystride,  \
                              uint32_t K, int half) {                              \
@@ -140,9 +211,16 @@ static void rows_##QA##_##QW(const uint32_t *a, const uint32_t *w, int32_t *y,  
     const uint32_t nblk = nwide / (uint32_t)UU(QA, QW);                           \
     const uint32_t r = nwide % (uint32_t)UU(QA, QW);                              \
     const int32_t corr = ((QA) == 1 && (QW) == 1) ? (int32_t)(32u * nwide - K) : 0; \
+    int32_t d[4];                                                                 \
+    uint32_t i;                                                                   \
+    for (; count >= 4u; count -= 4u, w += 4u * wstride) {                         \
+        dot4_##QA##_##QW(a, w, wstride, nblk, r, d);                              \
+        for (i = 0; i < 4u; i++, y += ystride)                                    \
+            *y = half ? (*y + d[i] - corr) / 2 : d[i] - corr;                     \
+    }                                                                             \
     for (; count; count--, w += wstride, y += ystride) {                          \
-        int32_t d = dot_##QA##_##QW(a, w, nblk, r) - corr;                        \
-        *y = half ? (*y + d) / 2 : d;                                             \
+        int32_t e = dot_##QA##_##QW(a, w, nblk, r) - corr;                        \
+        *y = half ? (*y + e) / 2 : e;                                             \
     }                                                                             \
 }
 
