@@ -100,9 +100,10 @@ uint32_t mico_act_prep_bytes(uint32_t K, int qa, int qw);
  * result unless the pair reads the packed row as it is (8x8, 1x1) */
 void mico_act_prep_packed(const uint32_t *a, uint32_t K, int qa, int qw, void *buf, mico_act_row *r);
 /* prepare K int8 values (in range for qa bits; 0 also for qa = 1, as conv
- * padding, except for 1x1 which needs +-1).  8x8 reads v in place: v must be
- * 4-byte aligned and 0 up to a multiple of 4.  v may lie inside buf from byte
- * mico_words(K,qw)*32/qw on (after the prepared words' start). */
+ * padding, except for 1x1 which needs +-1); v must be 0 from K up to
+ * mico_words(K,qw)*32/qw (the weight rows' codes).  8x8 reads v in place
+ * (v 4-byte aligned).  v may lie inside buf from byte mico_words(K,qw)*32/qw
+ * on (the prepared words never overtake the values still to be read). */
 void mico_act_prep_i8(const int8_t *v, uint32_t K, int qa, int qw, void *buf, mico_act_row *r);
 /* y[i*ystride] = dot(a, W + i*wstride) for i < count (wstride in words) */
 void mico_dot_rows(const mico_act_row *a, const uint32_t *W, uint32_t wstride, uint32_t count,

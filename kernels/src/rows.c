@@ -71,63 +71,147 @@ static inline int32_t s32(uint32_t u) {
 uint32_t mico_act_prep_bytes(uint32_t K, int qa, int qw) {
     uint32_t cpw = 32u / (uint32_t)qw;
     uint32_t L = mico_words(K, (uint32_t)qw) * cpw;   /* codes the weight rows hold */
-    uint32_t words = LANES_OF(qa, qw) == 4 ? L : 2u * L;
-    uint32_t dec = qa == 8 ? 0u : L + mico_words(K, (uint32_t)qa) * (32u / (uint32_t)qa);
     if (IS_I8(qa, qw))
         return 0;
     if (IS_POP1(qa, qw))
         return 4u * mico_words(K, 1u);
-    return words > dec ? words : dec;
+    return LANES_OF(qa, qw) == 4 ? L : 2u * L;   /* 1 or 2 bytes per code */
 }
-
-/* decode the nw words of a packed row of qa-bit activation codes into int8
- * values (pad codes included) */
-#define DEFINE_DECODE(QA)                                                              \
-static void decode_##QA(const uint32_t *a, uint32_t nw, int8_t *v) {                  \
-    uint32_t i;                                                                        \
-    for (; nw; nw--) {                                                                 \
-        uint32_t x = *a++;                                                             \
-        UNROLL_ALL                                                                     \
-        for (i = 0; i < 32u / (QA); i++)                                               \
-            *v++ = (int8_t)mico_act_decode(x >> ((QA) * i), (QA));                     \
-    }                                                                                  \
-}
-DEFINE_DECODE(1)
-DEFINE_DECODE(2)
-DEFINE_DECODE(4)
 
 /* the lanes form of K values v for weight words of J*lanes codes: per word,
  * J words a'_j = sum_i v[j + J*i] << LW*(lanes-1-i), codes past K read as 0.
- * A word's values are all read before its words are written, and reads
- * never fall behind writes when v starts at byte mico_words(K,qw)*32/qw of
- * out or later (2 lanes write 2 bytes per code, 4 lanes 1). */
-static void build_lanes(const int8_t *v, uint32_t K, uint32_t J, uint32_t lanes, uint32_t *out) {
-    const uint32_t cpw = J * lanes;
-    uint32_t t, j;
-    for (t = 0; t < K; t += cpw, out += J) {
-        const int8_t *p = v + t;
-        int8_t tmp[32];
-        uint32_t wd[16];
-        if (K - t < cpw) {
-            for (j = 0; j < cpw; j++)
-                tmp[j] = j < K - t ? p[j] : 0;
-            p = tmp;
-        }
-        for (j = 0; j < J; j++, p++) {
-            if (lanes == 2u)
-                wd[j] = ((uint32_t)p[0] << 16) + (uint32_t)p[J];
-            else
-                wd[j] = ((uint32_t)p[0] << 24) + ((uint32_t)p[J] << 16) + ((uint32_t)p[2u * J] << 8)
-                        + (uint32_t)p[3u * J];
-        }
-        for (j = 0; j < J; j++)
-            out[j] = wd[j];
+ * A word's values are all read before its words are written (the compiler
+ * keeps that order: v and out may alias), so v may start at byte
+ * mico_words(K,qw)*32/qw of out or later: reads never fall behind writes
+ * (2 lanes write 2 bytes per code, 4 lanes 1).  Of a last, partial weight
+ * word only the words the loops read are written. */
+/* lane word j of a weight word's values p, their sum added to *sum */
+AI uint32_t lane_word(const int8_t *p, uint32_t j, const uint32_t J, const uint32_t LANES,
+                      int32_t *sum) {
+    uint32_t i, wd = 0;
+    UNROLL_ALL
+    for (i = 0; i < LANES; i++) {
+        int32_t x = p[j + J * i];
+        *sum += x;
+        wd += (uint32_t)x << (32u / LANES) * (LANES - 1u - i);
     }
+    return wd;
+}
+
+/* returns the sum of the K values */
+#define DEFINE_BUILD(LANES, QW)                                                        \
+static int32_t build_##LANES##_##QW(const int8_t *v, uint32_t K, uint32_t avail,      \
+                                    uint32_t *out) {                                   \
+    const uint32_t J = 32u / (QW) / (LANES), cpw = 32u / (QW);                        \
+    uint32_t t, j, jn, wd[16];                                                         \
+    int32_t sum = 0;                                                                   \
+    int8_t tmp[32];                                                                    \
+    for (t = 0; t + cpw <= K; t += cpw, v += cpw, out += J) {                          \
+        UNROLL_ALL                                                                     \
+        for (j = 0; j < J; j++)                                                        \
+            wd[j] = lane_word(v, j, J, LANES, &sum);                                   \
+        UNROLL_ALL                                                                     \
+        for (j = 0; j < J; j++)                                                        \
+            out[j] = wd[j];                                                            \
+    }                                                                                  \
+    if (t == K)                                                                        \
+        return sum;                                                                    \
+    /* the last, partial word: the loops read its first min(J, K-t) words */           \
+    if (t + cpw > avail) {                                                             \
+        for (j = 0; j < cpw; j++)                                                      \
+            tmp[j] = j < K - t ? v[j] : 0;                                             \
+        v = tmp;                                                                       \
+    }                                                                                  \
+    jn = K - t < J ? K - t : J;                                                        \
+    for (j = 0; j < jn; j++)                                                           \
+        wd[j] = lane_word(v, j, J, LANES, &sum);                                       \
+    for (j = 0; j < jn; j++)                                                           \
+        out[j] = wd[j];                                                                \
+    return sum;                                                                        \
+}
+DEFINE_BUILD(2, 1) DEFINE_BUILD(2, 2) DEFINE_BUILD(2, 4) DEFINE_BUILD(2, 8)
+DEFINE_BUILD(4, 1) DEFINE_BUILD(4, 2) DEFINE_BUILD(4, 4)
+
+/* avail: codes readable from v, 0 from K on (>= K); returns the sum */
+static int32_t build_lanes(const int8_t *v, uint32_t K, uint32_t avail, int qa, int qw,
+                           uint32_t *out) {
+    if (LANES_OF(qa, qw) == 4) {
+        switch (qw) {
+        case 1: return build_4_1(v, K, avail, out);
+        case 2: return build_4_2(v, K, avail, out);
+        default: return build_4_4(v, K, avail, out);
+        }
+    }
+    switch (qw) {
+    case 1: return build_2_1(v, K, avail, out);
+    case 2: return build_2_2(v, K, avail, out);
+    case 4: return build_2_4(v, K, avail, out);
+    default: return build_2_8(v, K, avail, out);
+    }
+}
+
+/* the lanes form straight from a packed row of K qa-bit codes (qa < 8), in
+ * blocks of 32 codes (qa activation words, qw weight words), each value
+ * decoded where its lane word is assembled; returns the sum of the K values */
+#define BP_VAL(QA, k) mico_act_decode(a[(k) * (QA) / 32u] >> ((k) * (QA) % 32u), (QA))
+#define DEFINE_BUILD_PACKED(QA, QW)                                                    \
+static int32_t buildp_##QA##_##QW(const uint32_t *a, uint32_t K, uint32_t *out) {     \
+    const uint32_t LANES = LANES_OF(QA, QW), J = 32u / (QW) / LANES, cpw = 32u / (QW); \
+    const uint32_t LW = 32u / LANES;                                                   \
+    int32_t sum = 0, x;                                                                \
+    uint32_t b, c, j, i, n, jn, wd;                                                    \
+    for (b = 0; b + 32u <= K; b += 32u, a += (QA)) {                                   \
+        UNROLL_ALL                                                                     \
+        for (c = 0; c < (QW); c++) {                                                   \
+            UNROLL_ALL                                                                 \
+            for (j = 0; j < J; j++) {                                                  \
+                wd = 0;                                                                \
+                UNROLL_ALL                                                             \
+                for (i = 0; i < LANES; i++) {                                          \
+                    x = BP_VAL(QA, c * cpw + j + J * i);                                   \
+                    sum += x;                                                          \
+                    wd += (uint32_t)x << LW * (LANES - 1u - i);                        \
+                }                                                                      \
+                *out++ = wd;                                                           \
+            }                                                                          \
+        }                                                                              \
+    }                                                                                  \
+    /* the last block: codes past K read 0; of a partial weight word only the  \
+     * first min(J, codes left) words are read by the loops */                        \
+    n = K - b;                                                                         \
+    for (c = 0; c * cpw < n; c++) {                                                    \
+        jn = n - c * cpw >= cpw ? J : n - c * cpw < J ? n - c * cpw : J;               \
+        for (j = 0; j < jn; j++) {                                                     \
+            wd = 0;                                                                    \
+            for (i = 0; i < LANES; i++) {                                              \
+                uint32_t k = c * cpw + j + J * i;                                      \
+                x = k < n ? BP_VAL(QA, k) : 0;                                            \
+                sum += x;                                                              \
+                wd += (uint32_t)x << LW * (LANES - 1u - i);                            \
+            }                                                                          \
+            *out++ = wd;                                                               \
+        }                                                                              \
+    }                                                                                  \
+    return sum;                                                                        \
+}
+DEFINE_BUILD_PACKED(1, 2) DEFINE_BUILD_PACKED(1, 4) DEFINE_BUILD_PACKED(1, 8)
+DEFINE_BUILD_PACKED(2, 1) DEFINE_BUILD_PACKED(2, 2) DEFINE_BUILD_PACKED(2, 4) DEFINE_BUILD_PACKED(2, 8)
+DEFINE_BUILD_PACKED(4, 1) DEFINE_BUILD_PACKED(4, 2) DEFINE_BUILD_PACKED(4, 4) DEFINE_BUILD_PACKED(4, 8)
+
+typedef int32_t (*buildp_fn)(const uint32_t *, uint32_t, uint32_t *);
+/* indexed by log2(qa) * 4 + log2(qw), qa < 8 (1x1 reads the packed row as it is) */
+static const buildp_fn buildp_tab[12] = {
+    0, buildp_1_2, buildp_1_4, buildp_1_8, buildp_2_1, buildp_2_2, buildp_2_4, buildp_2_8,
+    buildp_4_1, buildp_4_2, buildp_4_4, buildp_4_8,
+};
+
+static uint32_t lg(int b) {
+    return b == 1 ? 0u : b == 2 ? 1u : b == 4 ? 2u : 3u;
 }
 
 static void prep(const uint32_t *packed, const int8_t *v, uint32_t K, int qa, int qw,
                  void *buf, mico_act_row *r) {
-    uint32_t cpw = 32u / (uint32_t)qw, lanes, k;
+    uint32_t cpw = 32u / (uint32_t)qw, Lw = mico_words(K, (uint32_t)qw) * cpw, avail = K;
     int32_t sum = 0;
     r->K = K;
     r->qa = qa;
@@ -146,21 +230,16 @@ static void prep(const uint32_t *packed, const int8_t *v, uint32_t K, int qa, in
         r->corr = (int32_t)K;
         return;
     }
-    if (packed) {
-        /* the values, from byte words(K,qw)*cpw of buf on (the prepared
-         * words never overtake them); 8-bit codes are int8 values already */
-        int8_t *d = (int8_t *)buf + mico_words(K, (uint32_t)qw) * cpw;
-        switch (qa) {
-        case 1: decode_1(packed, mico_words(K, 1u), d); v = d; break;
-        case 2: decode_2(packed, mico_words(K, 2u), d); v = d; break;
-        case 4: decode_4(packed, mico_words(K, 4u), d); v = d; break;
-        default: v = (const int8_t *)(const void *)packed; break;
-        }
+    if (packed && qa < 8) {
+        sum = buildp_tab[lg(qa) * 4u + lg(qw)](packed, K, (uint32_t *)buf);
+    } else {
+        /* 8-bit codes are int8 values; a caller's int8 row is 0 up to Lw */
+        if (packed)
+            v = (const int8_t *)(const void *)packed;
+        else
+            avail = Lw;
+        sum = build_lanes(v, K, avail, qa, qw, (uint32_t *)buf);
     }
-    for (k = 0; k < K; k++)
-        sum += v[k];
-    lanes = (uint32_t)LANES_OF(qa, qw);
-    build_lanes(v, K, cpw / lanes, lanes, (uint32_t *)buf);
     r->words = (const uint32_t *)buf;
     /* dot = sum a*(u - o) = acc - o*sum(a);  qw = 1: sum a*(2u - 1) = 2*acc - sum(a) */
     r->corr = qw == 1 ? sum : sum * (1 << (qw - 1));
@@ -179,6 +258,7 @@ void mico_act_prep_i8(const int8_t *v, uint32_t K, int qa, int qw, void *buf, mi
  * applies X to the row numbers of the block, and every per-row variable is
  * named after its row (s0..s3, w0..w3), so each lives in a register. */
 #define ROWS4(X) X(0) X(1) X(2) X(3)
+#define ROWS2(X) X(0) X(1)
 #define ROWS1(X) X(0)
 
 /* ---- i8 (8x8) ------------------------------------------------------------------ */
@@ -218,6 +298,7 @@ static void NAME(const uint32_t *a, const int8_t *w, uint32_t ws, uint32_t nw,  
     ROWS(I8_OUT)                                                                     \
 }
 DEFINE_I8_BLOCK(i8_block4, ROWS4)
+DEFINE_I8_BLOCK(i8_block2, ROWS2)
 DEFINE_I8_BLOCK(i8_block1, ROWS1)
 
 /* ---- popcount (1x1) ------------------------------------------------------------ */
@@ -259,6 +340,7 @@ static void NAME(const uint32_t *a, const uint32_t *w, uint32_t ws, uint32_t nw,
     ROWS(P1_OUT)                                                                     \
 }
 DEFINE_POP1_BLOCK(pop1_block4, ROWS4)
+DEFINE_POP1_BLOCK(pop1_block2, ROWS2)
 DEFINE_POP1_BLOCK(pop1_block1, ROWS1)
 
 /* ---- lanes (every other pair) -------------------------------------------------- */
@@ -276,7 +358,7 @@ DEFINE_POP1_BLOCK(pop1_block1, ROWS1)
 /* prepared activation words ap against packed qw-bit weight rows (stride ws
  * words), nw words per row; QW, LANES and the flush period F are constants */
 #define DEFINE_LANES_BLOCK(NAME, ROWS)                                               \
-AI void NAME(const uint32_t *ap, const uint32_t *w, uint32_t ws, uint32_t nw,       \
+AI void NAME(const uint32_t *ap, const uint32_t *w, uint32_t ws, uint32_t K,        \
              int32_t *y, uint32_t ys, int32_t corr,                                  \
              const uint32_t QW, const uint32_t LANES, const uint32_t F) {            \
     const uint32_t J = 32u / QW / LANES, S = 32u - 32u / LANES, U = UNROLL(QW);      \
@@ -284,7 +366,11 @@ AI void NAME(const uint32_t *ap, const uint32_t *w, uint32_t ws, uint32_t nw,   
     /* loop iterations per flush (F >= U), or words per flush inside one            \
      * (F < U: a power of two, so a flush also ends every iteration) */              \
     const uint32_t ITF = F >= U ? F / U : 1u, FIN = F >= U ? U : F >= 2u ? 2u : 1u;  \
-    uint32_t nit = nw / U, tail = nw % U, flushes = 0, u_, j_;                       \
+    /* full words, then a last partial word of rem codes: its lanes 1.. hold \
+     * codes >= J (padding when rem <= J), so only min(J, rem) multiplies */         \
+    const uint32_t nfull = K / (32u / QW), rem = K % (32u / QW);                      \
+    const uint32_t jlast = rem < J ? rem : J;                                        \
+    uint32_t nit = nfull / U, tail = nfull % U, flushes = 0, u_, j_;                 \
     ROWS(LN_DECL)                                                                    \
     while (nit) {                                                                    \
         uint32_t c = nit < ITF ? nit : ITF, adv_ = U;                                \
@@ -325,45 +411,73 @@ AI void NAME(const uint32_t *ap, const uint32_t *w, uint32_t ws, uint32_t nw,   
         ap += J;                                                                     \
         ROWS(LN_ADV)                                                                 \
     }                                                                                \
+    if (rem) {                                                                       \
+        u_ = 0;                                                                      \
+        ROWS(LN_LOAD)                                                                \
+        UNROLL_ALL                                                                   \
+        for (j_ = 0; j_ < J; j_++) {                                                 \
+            uint32_t a_;                                                             \
+            if (j_ == jlast)                                                         \
+                break;                                                               \
+            a_ = ap[j_];                                                             \
+            ROWS(LN_MAC)                                                             \
+        }                                                                            \
+        ROWS(LN_FLUSH)                                                               \
+        flushes++;                                                                   \
+    }                                                                                \
     /* every flush added the lane offset 2^(LW-1) */                                 \
     ROWS(LN_OUT)                                                                     \
 }
-#define ROWS2(X) X(0) X(1)
-#ifndef LANES_ROWS
-#define LANES_ROWS 4u
-#endif
-#if LANES_ROWS == 4
-DEFINE_LANES_BLOCK(lanes_blockn, ROWS4)
-#else
-DEFINE_LANES_BLOCK(lanes_blockn, ROWS2)
-#endif
+DEFINE_LANES_BLOCK(lanes_block4, ROWS4)
+DEFINE_LANES_BLOCK(lanes_block2, ROWS2)
 DEFINE_LANES_BLOCK(lanes_block1, ROWS1)
 
 /* ---- dispatch --------------------------------------------------------------------- */
 typedef void (*rows_fn)(const mico_act_row *, const uint32_t *, uint32_t, uint32_t, int32_t *, uint32_t);
 
 /* four weight rows per call of the block, then one at a time */
-#define DEFINE_ROWS(NAME, NB, BLOCKN, BLOCK1)                                        \
+/* blocks of four weight rows, then two, then one */
+#define DEFINE_ROWS(NAME, BLOCK)                                                     \
 static void NAME(const mico_act_row *ar, const uint32_t *w, uint32_t ws, uint32_t count, \
                  int32_t *y, uint32_t ys) {                                          \
     const uint32_t *a = ar->words;                                                   \
     uint32_t nw = mico_words(ar->K, (uint32_t)ar->qw);                               \
-    (void)a; (void)nw;                                                               \
-    for (; count >= (NB); count -= (NB), w += (NB) * ws, y += (NB) * ys)             \
-        BLOCKN;                                                                      \
-    for (; count; count--, w += ws, y += ys)                                         \
-        BLOCK1;                                                                      \
+    (void)nw;                                                                        \
+    for (; count >= 4u; count -= 4u, w += 4u * ws, y += 4u * ys)                     \
+        BLOCK(4);                                                                    \
+    if (count >= 2u) {                                                               \
+        BLOCK(2);                                                                    \
+        count -= 2u, w += 2u * ws, y += 2u * ys;                                     \
+    }                                                                                \
+    if (count)                                                                       \
+        BLOCK(1);                                                                    \
 }
 
-DEFINE_ROWS(rows_i8, 4u, i8_block4(a, (const int8_t *)w, 4u * ws, nw, y, ys),
-            i8_block1(a, (const int8_t *)w, 4u * ws, nw, y, ys))
-DEFINE_ROWS(rows_pop1, 4u, pop1_block4(a, w, ws, nw, y, ys, (int32_t)ar->K),
-            pop1_block1(a, w, ws, nw, y, ys, (int32_t)ar->K))
+#define I8_BLOCK(n) i8_block##n(a, (const int8_t *)w, 4u * ws, nw, y, ys)
+#define POP1_BLOCK(n) pop1_block##n(a, w, ws, nw, y, ys, (int32_t)ar->K)
+DEFINE_ROWS(rows_i8, I8_BLOCK)
+DEFINE_ROWS(rows_pop1, POP1_BLOCK)
 
 #define DEFINE_LANES(QA, QW)                                                          \
-DEFINE_ROWS(rows_##QA##_##QW, LANES_ROWS,                                            \
-            lanes_blockn(a, w, ws, nw, y, ys, ar->corr, QW, LANES_OF(QA, QW), FLUSH_OF(QA, QW)), \
-            lanes_block1(a, w, ws, nw, y, ys, ar->corr, QW, LANES_OF(QA, QW), FLUSH_OF(QA, QW)))
+    static void rows_##QA##_##QW(const mico_act_row *, const uint32_t *, uint32_t,    \
+                                 uint32_t, int32_t *, uint32_t);                      \
+    DEFINE_ROWS(rows_##QA##_##QW, LANES_BLOCK_##QA##_##QW)
+#define LANES_BLOCK(n, QA, QW)                                                        \
+    lanes_block##n(a, w, ws, ar->K, y, ys, ar->corr, QW, LANES_OF(QA, QW), FLUSH_OF(QA, QW))
+#define LANES_BLOCK_1_2(n) LANES_BLOCK(n, 1, 2)
+#define LANES_BLOCK_1_4(n) LANES_BLOCK(n, 1, 4)
+#define LANES_BLOCK_1_8(n) LANES_BLOCK(n, 1, 8)
+#define LANES_BLOCK_2_1(n) LANES_BLOCK(n, 2, 1)
+#define LANES_BLOCK_2_2(n) LANES_BLOCK(n, 2, 2)
+#define LANES_BLOCK_2_4(n) LANES_BLOCK(n, 2, 4)
+#define LANES_BLOCK_2_8(n) LANES_BLOCK(n, 2, 8)
+#define LANES_BLOCK_4_1(n) LANES_BLOCK(n, 4, 1)
+#define LANES_BLOCK_4_2(n) LANES_BLOCK(n, 4, 2)
+#define LANES_BLOCK_4_4(n) LANES_BLOCK(n, 4, 4)
+#define LANES_BLOCK_4_8(n) LANES_BLOCK(n, 4, 8)
+#define LANES_BLOCK_8_1(n) LANES_BLOCK(n, 8, 1)
+#define LANES_BLOCK_8_2(n) LANES_BLOCK(n, 8, 2)
+#define LANES_BLOCK_8_4(n) LANES_BLOCK(n, 8, 4)
 
 DEFINE_LANES(1, 2) DEFINE_LANES(1, 4) DEFINE_LANES(1, 8)
 DEFINE_LANES(2, 1) DEFINE_LANES(2, 2) DEFINE_LANES(2, 4) DEFINE_LANES(2, 8)
@@ -376,9 +490,6 @@ static const rows_fn rows_tab[16] = {
     rows_4_1, rows_4_2, rows_4_4, rows_4_8, rows_8_1, rows_8_2, rows_8_4, rows_i8,
 };
 
-static uint32_t lg(int b) {
-    return b == 1 ? 0u : b == 2 ? 1u : b == 4 ? 2u : 3u;
-}
 
 void mico_dot_rows(const mico_act_row *a, const uint32_t *W, uint32_t wstride, uint32_t count,
                    int32_t *y, uint32_t ystride) {
