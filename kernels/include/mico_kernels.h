@@ -146,7 +146,9 @@ void mico_conv2d(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
 /* ---- SIMD kernels on the mico_simd_cfu custom instruction (kernels/src/simd.c,
  * kernels/include/mico_cfu.h; built only with MICO_CFU defined) -------------
  * Same arguments and bit-identical results as mico_matmul / mico_conv2d.
- * mico_matmul_simd needs no scratch (it ignores the pointer);
+ * mico_matmul_simd uses mico_matmul_scratch(K) bytes of scratch (4-byte
+ * aligned) for a copy of each activation row placed clear of the weight
+ * rows' cache sets; with scratch NULL it reads the rows in place;
  * mico_conv2d_simd needs 4*max(words(L,qa), 2*words(L,1)) bytes for the patch
  * length L = C/G*KS*KS, which mico_conv_scratch(s) always covers. */
 void mico_matmul_simd(const uint32_t *A, const uint32_t *W, int32_t *Y,

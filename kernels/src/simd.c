@@ -168,14 +168,15 @@ static int32_t dot_##QA##_##QW(const uint32_t *a, const uint32_t *w,            
         s3 += OP(QA, QW, j, a[AI(QA, QW, j)], w3[WI(QA, QW, j)]);                \
     }
 
-/* dots of the activation row a with four weight rows (w, stride ws words)
- * into d[0..3]: each activation word is loaded once for the four rows; per
+/* dots of the activation row a with four weight rows (w, stride ws words),
+ * less corr, into y[i*ys] (half: the mean with what y holds): each activation word is loaded once for the four rows; per
  * block the activation words come first (one cache line: where it shares a
  * set of the direct-mapped D-cache with a weight row, that costs 2 misses
  * per block, not per word) */
 #define DEFINE_DOT4(QA, QW)                                                       \
 static void dot4_##QA##_##QW(const uint32_t *a, const uint32_t *w, uint32_t ws,  \
-                             uint32_t nblk, uint32_t r, int32_t *d) {            \
+                             uint32_t nblk, uint32_t r, int32_t *y,               \
+                             uint32_t ys, int32_t corr, int half) {               \
     const uint32_t *aend = a + nblk * (uint32_t)SA(QA, QW);                       \
     const uint32_t *w0 = w, *w1 = w0 + ws, *w2 = w1 + ws, *w3 = w2 + ws;        \
     int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, t0 = 0, t1 = 0, t2 = 0, t3 = 0;      \
@@ -194,7 +195,12 @@ static void dot4_##QA##_##QW(const uint32_t *a, const uint32_t *w, uint32_t ws, 
     s0 += t0; s1 += t1; s2 += t2; s3 += t3;                                       \
     TAIL4(QA, QW, 0) TAIL4(QA, QW, 1) TAIL4(QA, QW, 2) TAIL4(QA, QW, 3)           \
     TAIL4(QA, QW, 4) TAIL4(QA, QW, 5) TAIL4(QA, QW, 6)                            \
-    d[0] = s0; d[1] = s1; d[2] = s2; d[3] = s3;                                   \
+    s0 -= corr; s1 -= corr; s2 -= corr; s3 -= corr;                               \
+    if (half) {                                                                   \
+        s0 = (y[0] + s0) / 2; s1 = (y[ys] + s1) / 2;                              \
+        s2 = (y[2 * ys] + s2) / 2; s3 = (y[3 * ys] + s3) / 2;                     \
+    }                                                                             \
+    y[0] = s0; y[ys] = s1; y[2 * ys] = s2; y[3 * ys] = s3;                        \
 }
 
 /* y[i*ystride] = dot(a, w + i*wstride) for i < count, rows of K codes, four
@@ -211,13 +217,8 @@ static void rows_##QA##_##QW(const uint32_t *a, const uint32_t *w, int32_t *y,  
     const uint32_t nblk = nwide / (uint32_t)UU(QA, QW);                           \
     const uint32_t r = nwide % (uint32_t)UU(QA, QW);                              \
     const int32_t corr = ((QA) == 1 && (QW) == 1) ? (int32_t)(32u * nwide - K) : 0; \
-    int32_t d[4];                                                                 \
-    uint32_t i;                                                                   \
-    for (; count >= 4u; count -= 4u, w += 4u * wstride) {                         \
-        dot4_##QA##_##QW(a, w, wstride, nblk, r, d);                              \
-        for (i = 0; i < 4u; i++, y += ystride)                                    \
-            *y = half ? (*y + d[i] - corr) / 2 : d[i] - corr;                     \
-    }                                                                             \
+    for (; count >= 4u; count -= 4u, w += 4u * wstride, y += 4u * ystride)        \
+        dot4_##QA##_##QW(a, w, wstride, nblk, r, y, ystride, corr, half);         \
     for (; count; count--, w += wstride, y += ystride) {                          \
         int32_t e = dot_##QA##_##QW(a, w, nblk, r) - corr;                        \
         *y = half ? (*y + e) / 2 : e;                                             \
@@ -248,15 +249,51 @@ static uint32_t words_lg(uint32_t L, uint32_t lg) {
 }
 
 /* ---- matmul --------------------------------------------------------------- */
+/* bytes of the direct-mapped data cache the copy of an activation row is
+ * placed for (VexRiscv: 4 KiB, 32-byte lines) */
+#ifndef MICO_DCACHE_BYTES
+#define MICO_DCACHE_BYTES 4096u
+#endif
+
+/* where in scratch (bytes free) a copy of an activation row (4*wa bytes)
+ * shares no cache line set with any weight row (stride S = 4*ws bytes) at
+ * the same offset: the row starts lie P apart modulo the cache size (P the
+ * largest power of two dividing S, at most the cache size), so half way
+ * between two of them is at least P/2 from all; `bytes` (no copy) when P/2
+ * is under a line or scratch has no room */
+static uint32_t act_copy_offset(uintptr_t scratch, uint32_t bytes, const uint32_t *W, uint32_t ws,
+                                uint32_t wa) {
+    uint32_t S = 4u * ws, P = S & (0u - S), o;
+    if (P > MICO_DCACHE_BYTES)
+        P = MICO_DCACHE_BYTES;
+    if (P < 64u)
+        return bytes;
+    o = (uint32_t)(((uintptr_t)W + P / 2u - scratch) & (P - 1u));
+    return o + 4u * wa <= bytes ? o : bytes;
+}
+
 void mico_matmul_simd(const uint32_t *A, const uint32_t *W, int32_t *Y,
                       uint32_t N, uint32_t M, uint32_t K, int qa, int qw,
                       void *scratch) {
-    uint32_t la = lg_of(qa), lw = lg_of(qw), n;
+    uint32_t la = lg_of(qa), lw = lg_of(qw), n, i;
     rows_fn rows = rows_tab[la * 4u + lw];
     uint32_t wa = words_lg(K, la), ww = words_lg(K, lw);
-    (void)scratch;      /* needs none; accepts mico_matmul's */
-    for (n = 0; n < N; n++, A += wa, Y += M)
-        rows(A, W, Y, M, ww, 1u, K, 0);
+    /* mico_matmul_scratch(K), used when the weights stream through the cache
+     * (with everything cached, a copy would only take room) */
+    uint32_t bytes = scratch && 4u * (wa + M * ww) > MICO_DCACHE_BYTES ? 2u * ((K + 31u) & ~31u) : 0u;
+    uint32_t off = act_copy_offset((uintptr_t)scratch, bytes, W, ww, wa);
+    uint32_t *copy = off < bytes ? (uint32_t *)(void *)((uint8_t *)scratch + off) : 0;
+    for (n = 0; n < N; n++, A += wa, Y += M) {
+        /* the row read where no weight row of a block evicts it (rows whose
+         * stride is a power of two share sets with it otherwise, block by block) */
+        const uint32_t *a = A;
+        if (copy) {
+            for (i = 0; i < wa; i++)
+                copy[i] = A[i];
+            a = copy;
+        }
+        rows(a, W, Y, M, ww, 1u, K, 0);
+    }
 }
 
 /* ---- conv2d --------------------------------------------------------------- */
