@@ -113,25 +113,37 @@ def _cycles(session, build, op: str, shape, qa: int, qw: int) -> dict:
     return {"cycles": int(m.median), "macs": spec.macs, "cycles_per_mac": m.median / spec.macs}
 
 
-def bench_full(log) -> dict:
-    t, b, why = _open("vexriscv-full")
+def _simulated(name: str, cases, annotate, log) -> tuple[str | None, list | str]:
+    """Exact matmul cycles of (shape, (qa, qw)) cases on a simulator target, each row
+    extended by annotate(row) -> one log line; (fingerprint, rows) or (None, why not)."""
+    t, b, why = _open(name)
     if t is None:
-        return {"unavailable": why}
+        return None, why
     rows = []
     with t.open(b) as s:
-        for shape in ISSUE_SHAPES:
-            for qa, qw in PAIRS:
-                r = {"shape": list(shape), "qa": qa, "qw": qw, **_cycles(s, b, "matmul", shape, qa, qw)}
-                ref = MICO_LIB.get((shape, (qa, qw)))
-                if ref:
-                    r["mico_lib_cycles"] = ref
-                    r["over_mico_lib"] = r["cycles"] / ref
-                rows.append(r)
-                log(f"full {shape} {qa}x{qw}: {r['cycles']} cycles, {r['cycles_per_mac']:.3f}/MAC")
+        for shape, (qa, qw) in cases:
+            r = {"shape": list(shape), "qa": qa, "qw": qw, **_cycles(s, b, "matmul", shape, qa, qw)}
+            log(f"{name} {shape} {qa}x{qw}: {r['cycles']} cycles, {r['cycles_per_mac']:.3f}/MAC{annotate(r)}")
+            rows.append(r)
+    return b.fingerprint, rows
+
+
+def bench_full(log) -> dict:
+    def vs_mico_lib(r: dict) -> str:
+        ref = MICO_LIB.get((tuple(r["shape"]), (r["qa"], r["qw"])))
+        if not ref:
+            return ""
+        r["mico_lib_cycles"] = ref
+        r["over_mico_lib"] = r["cycles"] / ref
+        return f", {r['over_mico_lib']:.2f}x MiCo-Lib"
+
+    fp, rows = _simulated("vexriscv-full", [(sh, p) for sh in ISSUE_SHAPES for p in PAIRS], vs_mico_lib, log)
+    if fp is None:
+        return {"unavailable": rows}
     table = [r for r in rows if "mico_lib_cycles" in r]
     cpm88 = {str(tuple(r["shape"])): r["cycles_per_mac"] for r in rows
              if (r["qa"], r["qw"]) == (8, 8) and tuple(r["shape"]) in CPM_8X8_SHAPES}
-    return {"fingerprint": b.fingerprint, "rows": rows,
+    return {"fingerprint": fp, "rows": rows,
             "vs_mico_lib": [{k: r[k] for k in ("shape", "qa", "qw", "cycles", "mico_lib_cycles", "over_mico_lib")}
                             for r in table],
             "cycles_per_mac_8x8": cpm88,
@@ -142,23 +154,19 @@ def bench_full(log) -> dict:
 
 
 def bench_mico(log) -> dict:
-    t, b, why = _open("vexriscv-mico")
-    if t is None:
-        return {"unavailable": why}
-    rows = []
-    with t.open(b) as s:
-        cases = [(SIMD_SHAPE, p) for p in PAIRS] + [(incache_shape(*p), p) for p in SIMD_PAIRS]
-        for shape, (qa, qw) in cases:
-            r = {"shape": list(shape), "qa": qa, "qw": qw, **_cycles(s, b, "matmul", shape, qa, qw),
-                 **simd_loop_limit(qa, qw, shape[1], shape[2])}
-            r["fraction_of_issue_limit"] = r["issue_limit_cpm"] / r["cycles_per_mac"]
-            r["fraction_of_issue_plus_refill_limit"] = r["issue_plus_refill_limit_cpm"] / r["cycles_per_mac"]
-            rows.append(r)
-            log(f"mico {shape} {qa}x{qw}: {r['cycles_per_mac']:.3f}/MAC, "
-                f"{r['fraction_of_issue_limit']:.0%} of the issue limit, "
+    def vs_limit(r: dict) -> str:
+        r.update(simd_loop_limit(r["qa"], r["qw"], r["shape"][1], r["shape"][2]))
+        r["fraction_of_issue_limit"] = r["issue_limit_cpm"] / r["cycles_per_mac"]
+        r["fraction_of_issue_plus_refill_limit"] = r["issue_plus_refill_limit_cpm"] / r["cycles_per_mac"]
+        return (f", {r['fraction_of_issue_limit']:.0%} of the issue limit, "
                 f"{r['fraction_of_issue_plus_refill_limit']:.0%} with refills")
+
+    cases = [(SIMD_SHAPE, p) for p in PAIRS] + [(incache_shape(*p), p) for p in SIMD_PAIRS]
+    fp, rows = _simulated("vexriscv-mico", cases, vs_limit, log)
+    if fp is None:
+        return {"unavailable": rows}
     main = [r for r in rows if tuple(r["shape"]) == SIMD_SHAPE and (r["qa"], r["qw"]) in SIMD_PAIRS]
-    return {"fingerprint": b.fingerprint, "refill_cycles_per_line": REFILL_CYCLES, "rows": rows,
+    return {"fingerprint": fp, "refill_cycles_per_line": REFILL_CYCLES, "rows": rows,
             "required_pairs": {f"{r['qa']}x{r['qw']}": {k: r[k] for k in (
                 "cycles_per_mac", "issue_limit_cpm", "issue_plus_refill_limit_cpm", "fraction_of_issue_limit",
                 "fraction_of_issue_plus_refill_limit")} for r in main},

@@ -16,8 +16,16 @@
  *     (mico_words(H*W,qa) words per plane).  Weights: each output channel's
  *     C/G*KS*KS codes in (c,kh,kw) order are one packed row.
  *
- * Nothing here allocates: callers pass scratch buffers; sizes have helpers.
+ * Nothing here allocates: callers pass scratch buffers; sizes have helpers
+ * (mico_conv2d also keeps up to ~2.2 KiB on the stack: the lane-form weights
+ * of a group of short patches, kernels/src/conv2d.c).
  * No float, no libc beyond what freestanding gcc provides (-lgcc is fine).
+ *
+ * How the kernels compute (kernels/src/rows.c, simd.c): each activation row
+ * (or conv patch) is decoded once, by mico_act_decode only, into the form
+ * its (qa, qw) pair's loop reads, and dotted with four weight rows at a time:
+ * 8x8 with int8 loads, 1x1 with popcounts, every other pair with one 32-bit
+ * multiply per two or four code pairs (values in lanes, rows.c explains).
  *
  * Choices where the contract was silent (kernels/src, kernels/reference.py):
  *   - scratch buffers must be 4-byte aligned (conv2d keeps packed words there);
@@ -117,8 +125,8 @@ void mico_pack(const int8_t *vals, uint32_t L, int b, uint32_t *out);
 void mico_unpack(const uint32_t *in, uint32_t L, int b, int8_t *vals);
 
 /* ---- matmul --------------------------------------------------------------- */
-/* scratch bytes needed by mico_matmul for K (may be 0); it is K rounded up
- * to a multiple of 32 (one unpacked A row, zero-extended) */
+/* scratch bytes needed by mico_matmul for K: 2 * (K rounded up to a multiple
+ * of 32), the largest prepared activation row of any pair (<= 2*K + 62) */
 uint32_t mico_matmul_scratch(uint32_t K);
 void mico_matmul(const uint32_t *A, const uint32_t *W, int32_t *Y,
                  uint32_t N, uint32_t M, uint32_t K, int qa, int qw,
@@ -135,9 +143,8 @@ typedef struct {
 int mico_conv_check(const mico_conv_shape *s);
 uint32_t mico_conv_out_h(const mico_conv_shape *s);
 uint32_t mico_conv_out_w(const mico_conv_shape *s);
-/* scratch bytes for any (qa,qw): the (C/G)*KS*KS patch as int8 rounded up to
- * a multiple of 32, plus room for the patch packed at 2 bits or at 1 bit with
- * a mask of its real (non-padding) elements (popcount fast paths) */
+/* scratch bytes for any (qa,qw): 2 * (the (C/G)*KS*KS patch length rounded
+ * up to a multiple of 32): the int8 patch and its prepared form (<= 2*L + 62) */
 uint32_t mico_conv_scratch(const mico_conv_shape *s);
 void mico_conv2d(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
                  const mico_conv_shape *s, int qa, int qw, void *scratch);

@@ -3,7 +3,8 @@
  *
  * The activation row is prepared once (mico_act_prep_*) into the form the
  * pair's loop reads, then dotted with every weight row (mico_dot_rows), four
- * rows at a time so each activation load serves four outputs.  Three loops:
+ * rows at a time (then two, then one) so each activation load serves four
+ * outputs.  Three loops:
  *
  * - i8 (8x8): the weight bytes are int8 values as stored, read with lb; the
  *   activation words are read four at a time into registers (so a weight row
@@ -26,13 +27,17 @@
  *   and the rounding half of the cross terms), P >> S is the lane sum plus
  *   2^(LW-1), exact while the lane sum stays within +-2^(LW-1) and the cross
  *   terms within +-2^(S-1); F is the largest number of words for which both
- *   hold with the pair's extreme values (lanes_flush below).  Finally
+ *   hold with the pair's extreme values (FLUSH_W below; 4 lanes where one
+ *   word fits, else 2).  Finally
  *   dot = sum a*(u - o) = acc - o*sum(a)   (qw = 1: 2*acc - sum(a)),
- *   sum(a) being computed once by the preparation.
+ *   sum(a) being computed once by the preparation.  A row's last, partial
+ *   weight word costs only as many multiplies as it holds codes (up to J).
  *
- * Activation values are produced by act_value() only (mico_kernels.h); all
- * three loops work from values, so another activation code (for example
- * unsigned) changes that function and the sum, not the loops.
+ * Activation values are produced by mico_act_decode() only (mico_kernels.h);
+ * all three loops work from values, so another activation code (for example
+ * unsigned) changes that function and the sum (and the lane bounds), not the
+ * loops.  gcc's first scheduling pass runs with register pressure on: without
+ * it, it hoists every load of a block and spills.
  */
 #include "mico_kernels.h"
 
