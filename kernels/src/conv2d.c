@@ -38,7 +38,7 @@ uint32_t mico_conv_scratch(const mico_conv_shape *s) {
 
 /* gather the patch of output pixel (oh, ow) from Cg planes starting at X
  * (plane stride wpp words); returns 1 if any element came from padding */
-#define DEFINE_GATHER(NAME, LB)                                          \
+#define DEFINE_GATHER(NAME, LB)                                                   \
 static int NAME(const uint32_t *X, uint32_t wpp, uint32_t Cg,                     \
                 const mico_conv_shape *s, uint32_t oh, uint32_t ow, int8_t *p) { \
     const uint32_t per_shift = 5u - (LB), mask_i = (1u << per_shift) - 1u;        \
@@ -64,7 +64,7 @@ static int NAME(const uint32_t *X, uint32_t wpp, uint32_t Cg,                   
                 } else {                                                          \
                     uint32_t i = (uint32_t)ih * W + (uint32_t)iw;                 \
                     uint32_t c = (X[i >> per_shift] >> ((i & mask_i) * bits)) & cmask; \
-                    *p++ = (int8_t)mico_act_decode(c, 1 << (LB));                                   \
+                    *p++ = (int8_t)mico_act_decode(c, 1 << (LB));                 \
                 }                                                                 \
             }                                                                     \
         }                                                                         \

@@ -24,6 +24,14 @@
  * 8 adds, 1 branch: 35 / 31 / 29 / 28 instructions for R = 1 / 2 / 4 / 8.
  * The last nwide % 8 wide words take one step each (loads, CFU op, add).
  *
+ * That loop serves the last M % 4 weight rows; the rest go four at a time
+ * (DEFINE_DOT4): per block the activation words once, then per wide word the
+ * four rows' weight words, the previous word's four adds (which keep the CFU
+ * ops two instructions clear of the loads), four CFU ops: SA + 4*SW loads,
+ * 32 CFU ops, 32 adds, 5 addi, 1 branch for 32 row-words.  matmul copies each
+ * activation row into its scratch where no weight row shares its cache sets
+ * (when the weights stream through the cache).
+ *
  * conv2d gathers each output pixel's patch (C/G*KS*KS codes in (c,kh,kw)
  * order, padding = value 0 = code 0 for qa >= 2) packed at qa bits into
  * scratch, one run of codes per window row (moved up to 32 bits at a time),
@@ -169,10 +177,11 @@ static int32_t dot_##QA##_##QW(const uint32_t *a, const uint32_t *w,            
     }
 
 /* dots of the activation row a with four weight rows (w, stride ws words),
- * less corr, into y[i*ys] (half: the mean with what y holds): each activation word is loaded once for the four rows; per
- * block the activation words come first (one cache line: where it shares a
- * set of the direct-mapped D-cache with a weight row, that costs 2 misses
- * per block, not per word) */
+ * less corr, into y[i*ys] (half: the mean with what y holds): each
+ * activation word is loaded once for the four rows; per block the
+ * activation words come first (one cache line: where it shares a set of the
+ * direct-mapped D-cache with a weight row, that costs 2 misses per block,
+ * not per word) */
 #define DEFINE_DOT4(QA, QW)                                                       \
 static void dot4_##QA##_##QW(const uint32_t *a, const uint32_t *w, uint32_t ws,  \
                              uint32_t nblk, uint32_t r, int32_t *y,               \
