@@ -38,6 +38,8 @@ test: setup
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: setup
+	$(BIN)/pytest benchmarks/test_host_timings.py --benchmark-compare --benchmark-compare-fail=median:25% --benchmark-autosave
+	$(BIN)/python benchmarks/bench_kernels.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_proxy_fit.py
 	$(BIN)/python benchmarks/bench_rtl.py

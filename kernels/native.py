@@ -77,6 +77,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "mico_pack": (None, [_i8p, u32, c_int, _u32p]),
         "mico_unpack": (None, [_u32p, u32, c_int, _i8p]),
         "mico_matmul_scratch": (u32, [u32]),
+        "mico_act_prep_bytes": (u32, [u32, c_int, c_int]),
         "mico_matmul": (None, [_u32p, _u32p, _i32p, u32, u32, u32, c_int, c_int, ctypes.c_void_p]),
         "mico_conv_check": (c_int, [ctypes.POINTER(_ConvShape)]),
         "mico_conv_out_h": (u32, [ctypes.POINTER(_ConvShape)]),

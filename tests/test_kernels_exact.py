@@ -3,6 +3,7 @@ kernels/native.py) against the NumPy reference, element by element."""
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import shutil
 import subprocess
@@ -279,6 +280,49 @@ def test_conv2d_popcount_path_with_and_without_padding(b, P):
     np.testing.assert_array_equal(C.conv2d(x, w, b, b, 1, P, 2), R.conv2d(x, w, 1, P, 2))
     y = C.run_kernel("conv2d", shape, b, b, 3)
     np.testing.assert_array_equal(y, R.expected_output("conv2d", shape, b, b, 3))
+
+
+STEM_SHAPES = [(1, 1, 6, 7, 5, 3, 1, 1, 1), (1, 1, 5, 5, 3, 4, 1, 2, 1), (2, 2, 5, 6, 4, 2, 2, 1, 2),
+               (1, 4, 5, 5, 6, 2, 1, 0, 1), (1, 1, 4, 4, 40, 4, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("qa,qw", PAIRS)
+@pytest.mark.parametrize("shape", STEM_SHAPES)
+def test_conv2d_short_patches_at_the_extremes(qa, qw, shape):
+    """Patches of <= 16 codes (the conv stem path: weights prepared once in
+    lanes, a whole row summed in one multiply lane) with every combination
+    of the most negative / most positive values, and padding."""
+    N, C_, H, W, K, KS, S, P, G = shape
+    for mode_a, mode_w in itertools.product(["min", "max", "random"], repeat=2):
+        x = make_vals(7, (N, C_, H, W), qa, mode_a)
+        w = make_vals(8, (K, C_ // G, KS, KS), qw, mode_w)
+        np.testing.assert_array_equal(C.conv2d(x, w, qa, qw, S, P, G), R.conv2d(x, w, S, P, G),
+                                      err_msg=f"{mode_a} {mode_w}")
+
+
+@pytest.mark.parametrize("qa,qw", PAIRS)
+def test_matmul_lane_sums_at_the_extremes(qa, qw):
+    """Rows long enough for many flushes of the lane sums, with the values
+    that drive a lane furthest negative and positive (every pair, every
+    K mod 32 class of the last, partial weight word)."""
+    for K in (31, 32, 33, 95, 257, 1000):
+        for mode_a, mode_w in itertools.product(["min", "max"], repeat=2):
+            a = make_vals(1, (2, K), qa, mode_a)
+            w = make_vals(2, (5, K), qw, mode_w)
+            np.testing.assert_array_equal(C.matmul(a, w, qa, qw), R.matmul(a, w), err_msg=f"{K} {mode_a} {mode_w}")
+
+
+def test_scratch_bounds_cover_every_pair_and_fit_the_codegen_budget():
+    """mico_matmul_scratch(K) covers the prepared row of every pair, and both
+    scratch sizes stay within 2*K + 64 bytes (what generated models reserve)."""
+    lib = C.load()
+    for K in list(range(1, 70)) + [255, 256, 257, 784, 1000, 1568]:
+        need = max(lib.mico_act_prep_bytes(K, qa, qw) for qa, qw in PAIRS)
+        assert need <= lib.mico_matmul_scratch(K) <= 2 * K + 64, K
+    for shape in [(1, 1, 8, 8, 16, 3, 1, 1, 1), (1, 16, 14, 14, 32, 3, 1, 1, 1), (1, 7, 5, 5, 3, 5, 2, 2, 1)]:
+        s = C._conv_struct(shape)
+        L = shape[1] // shape[8] * shape[5] ** 2
+        assert lib.mico_conv_scratch(ctypes.byref(s)) <= 2 * L + 64
 
 
 def test_conv2d_one_bit_padding_is_zero_not_minus_one():

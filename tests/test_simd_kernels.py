@@ -346,9 +346,10 @@ def test_simd_compiles_for_rv32im_and_needs_nothing_else(tmp_path):
         assert all(s == "U" or s.startswith("mico_") for s in undef), undef
 
 
-def inner_loops(asm: str) -> dict[tuple[int, int], list[str]]:
-    """The main loop (the shortest backward-branch loop holding CFU ops) of
-    each per-pair row function in gcc's assembly."""
+def inner_loops(asm: str, longest: bool = False) -> dict[tuple[int, int], list[str]]:
+    """The shortest (one weight row) or longest (four rows) backward-branch
+    loop holding CFU ops and no other loop, of each per-pair row function in
+    gcc's assembly."""
     loops = {}
     for qa, qw in PAIRS:
         f = f"rows_{qa}_{qw}"
@@ -361,26 +362,45 @@ def inner_loops(asm: str) -> dict[tuple[int, int], list[str]]:
         for i, ln in enumerate(body):
             mm = re.match(r"b\w+\s.*,(\.L\d+)$", ln)
             if mm and labels.get(mm.group(1), i) < i:
-                blk = [x for x in body[labels[mm.group(1)] + 1:i + 1] if not x.endswith(":")]
-                if any(x.startswith(".insn") for x in blk) and (best is None or len(blk) < len(best)):
+                inner = body[labels[mm.group(1)] + 1:i + 1]
+                if any(x.endswith(":") and labels.get(x[:-1], -1) != -1 and
+                       any(re.match(rf"b\w+\s.*,{re.escape(x[:-1])}$", y) for y in inner) for x in inner):
+                    continue   # holds another loop
+                blk = [x for x in inner if not x.endswith(":")]
+                if any(x.startswith(".insn") for x in blk) and (
+                        best is None or (len(blk) > len(best) if longest else len(blk) < len(best))):
                     best = blk
         assert best, f
         loops[(qa, qw)] = best
     return loops
 
 
-def test_rv32_inner_loops_are_tight(tmp_path):
-    """Per block of U = 8 wide words: the loads (2 per word for qa == qw,
-    1 + R per R words otherwise; activation words first), two pointer
-    increments, 8 CFU ops, 8 adds, one branch; no CFU op within two
-    instructions after a load (VexRiscv holds a CFU op while a load is in
-    memory / write-back)."""
+def _check_cfu_spacing(qa, qw, loop):
+    """No CFU op within two instructions after a load, store or branch
+    (VexRiscv holds a CFU op while one of them is in memory / write-back)."""
+    ops = [x.split()[0] for x in loop]
+    for i, o in enumerate(ops):
+        if o == ".insn":
+            assert not any(p in ("lw", "sw") or p.startswith("b") for p in ops[max(0, i - 2):i]), (qa, qw, loop)
+    f7 = CFU.funct7(qa, qw)
+    assert all(f", {f7}," in x for x in loop if x.startswith(".insn"))
+
+
+def _rv32_simd_asm(tmp_path) -> str:
     cc = _rv32_cc()
     out = tmp_path / "simd.s"
     res = subprocess.run([cc, *RV32, "-I", str(toolchain.INCLUDE_DIR), "-S", str(toolchain.SRC_DIR / "simd.c"),
                           "-o", str(out)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    for (qa, qw), loop in inner_loops(out.read_text()).items():
+    return out.read_text()
+
+
+def test_rv32_inner_loops_are_tight(tmp_path):
+    """One weight row, per block of U = 8 wide words: the loads (2 per word
+    for qa == qw, 1 + R per R words otherwise; activation words first), two
+    pointer increments, 8 CFU ops, 8 adds, one branch; CFU ops spaced from
+    loads."""
+    for (qa, qw), loop in inner_loops(_rv32_simd_asm(tmp_path)).items():
         ops = [x.split()[0] for x in loop]
         c = collections.Counter(ops)
         R_ = max(qa, qw) // min(qa, qw)
@@ -391,6 +411,30 @@ def test_rv32_inner_loops_are_tight(tmp_path):
         last_load = max(i for i, o in enumerate(ops) if o == "lw")
         first_cfu = ops.index(".insn")
         assert first_cfu - last_load >= 3 and last_load < first_cfu, (qa, qw, loop)
-        f7 = CFU.funct7(qa, qw)
+        _check_cfu_spacing(qa, qw, loop)
         segs = sorted(int(x.split()[3].rstrip(",")) for x in loop if x.startswith(".insn"))
-        assert segs == sorted(j % R_ for j in range(U)) and all(f", {f7}," in x for x in loop if x.startswith(".insn"))
+        assert segs == sorted(j % R_ for j in range(U))
+
+
+def test_rv32_four_row_loops_are_tight(tmp_path):
+    """Four weight rows, per block of U = 8 wide words: the activation words
+    once (U, or U/R when they are the narrow operand) before the weight words
+    (4 per wide word, or 4 per R wide words when narrow), 32 CFU ops, 32
+    adds, five pointer increments, one branch: nothing else but at most two
+    register copies, no spill, and no CFU op within two instructions after a
+    load."""
+    for (qa, qw), loop in inner_loops(_rv32_simd_asm(tmp_path), longest=True).items():
+        ops = [x.split()[0] for x in loop]
+        c = collections.Counter(ops)
+        R_ = max(qa, qw) // min(qa, qw)
+        U = 8
+        sa = U if qa >= qw else U // R_
+        sw = U if qw >= qa else U // R_
+        assert c[".insn"] == 4 * U and c["lw"] == sa + 4 * sw, (qa, qw, loop)
+        assert c["add"] == 4 * U and c["addi"] == 5 and c["mv"] <= 2, (qa, qw, loop)
+        assert len(loop) == sa + 4 * sw + 8 * U + 6 + c["mv"], (qa, qw, loop)
+        assert not any("sp)" in x for x in loop), (qa, qw, loop)
+        assert all(o == "lw" for o in ops[:sa]), (qa, qw, loop)
+        _check_cfu_spacing(qa, qw, loop)
+        segs = sorted(int(x.split()[3].rstrip(",")) for x in loop if x.startswith(".insn"))
+        assert segs == sorted(j % R_ for j in range(U) for _ in range(4))

@@ -16,8 +16,16 @@
  *     (mico_words(H*W,qa) words per plane).  Weights: each output channel's
  *     C/G*KS*KS codes in (c,kh,kw) order are one packed row.
  *
- * Nothing here allocates: callers pass scratch buffers; sizes have helpers.
+ * Nothing here allocates: callers pass scratch buffers; sizes have helpers
+ * (mico_conv2d also keeps up to ~2.2 KiB on the stack: the lane-form weights
+ * of a group of short patches, kernels/src/conv2d.c).
  * No float, no libc beyond what freestanding gcc provides (-lgcc is fine).
+ *
+ * How the kernels compute (kernels/src/rows.c, simd.c): each activation row
+ * (or conv patch) is decoded once, by mico_act_decode only, into the form
+ * its (qa, qw) pair's loop reads, and dotted with four weight rows at a time:
+ * 8x8 with int8 loads, 1x1 with popcounts, every other pair with one 32-bit
+ * multiply per two or four code pairs (values in lanes, rows.c explains).
  *
  * Choices where the contract was silent (kernels/src, kernels/reference.py):
  *   - scratch buffers must be 4-byte aligned (conv2d keeps packed words there);
@@ -68,6 +76,47 @@ int32_t mico_dot_packed_b1_masked(const uint32_t *a, const uint32_t *m, const ui
                                   uint32_t K, uint32_t nvalid);
 int32_t mico_dot_packed_b2(const uint32_t *a, const uint32_t *w, uint32_t K);
 
+/* code i of a packed row of b-bit codes */
+static inline uint32_t mico_code_at(const uint32_t *row, uint32_t i, int b) {
+    uint32_t bit = i * (uint32_t)b;
+    return (row[bit >> 5] >> (bit & 31u)) & ((2u << (b - 1)) - 1u);
+}
+/* value of an activation code of qa bits: the one place the kernels decode
+ * activation codes (two's complement; qa = 1: code c is 2c-1) */
+static inline int32_t mico_act_decode(uint32_t code, int qa) {
+    uint32_t sb;
+    if (qa == 1)
+        return (int32_t)(code & 1u) * 2 - 1;
+    sb = 1u << (qa - 1);
+    return (int32_t)((code & (2u * sb - 1u)) ^ sb) - (int32_t)sb;
+}
+
+/* ---- one activation row against many weight rows (kernels/src/rows.c) ------
+ * The inner loops of mico_matmul and mico_conv2d: an activation row of K codes
+ * is prepared once, into the form the (qa, qw) pair's loop reads, then dotted
+ * with any number of packed rows of K qw-bit weight codes. */
+typedef struct {
+    const uint32_t *words;  /* the prepared row (the caller's buffer, or the input itself) */
+    int32_t corr;           /* pair-specific constant of the row (weight code offset) */
+    uint32_t K;
+    int qa, qw;
+} mico_act_row;
+
+/* bytes of buffer mico_act_prep_* may write for K codes (<= 2*K + 62) */
+uint32_t mico_act_prep_bytes(uint32_t K, int qa, int qw);
+/* prepare a packed row of K qa-bit codes; buf (4-byte aligned) holds the
+ * result unless the pair reads the packed row as it is (8x8, 1x1) */
+void mico_act_prep_packed(const uint32_t *a, uint32_t K, int qa, int qw, void *buf, mico_act_row *r);
+/* prepare K int8 values (in range for qa bits; 0 also for qa = 1, as conv
+ * padding, except for 1x1 which needs +-1); v must be 0 from K up to
+ * mico_words(K,qw)*32/qw (the weight rows' codes).  8x8 reads v in place
+ * (v 4-byte aligned).  v may lie inside buf from byte mico_words(K,qw)*32/qw
+ * on (the prepared words never overtake the values still to be read). */
+void mico_act_prep_i8(const int8_t *v, uint32_t K, int qa, int qw, void *buf, mico_act_row *r);
+/* y[i*ystride] = dot(a, W + i*wstride) for i < count (wstride in words) */
+void mico_dot_rows(const mico_act_row *a, const uint32_t *W, uint32_t wstride, uint32_t count,
+                   int32_t *y, uint32_t ystride);
+
 /* ---- packing ------------------------------------------------------------ */
 /* pack L values (int8, already in range for b bits; for b=1 values are -1/+1)
  * into mico_words(L,b) words; pad bits are zero */
@@ -76,8 +125,8 @@ void mico_pack(const int8_t *vals, uint32_t L, int b, uint32_t *out);
 void mico_unpack(const uint32_t *in, uint32_t L, int b, int8_t *vals);
 
 /* ---- matmul --------------------------------------------------------------- */
-/* scratch bytes needed by mico_matmul for K (may be 0); it is K rounded up
- * to a multiple of 32 (one unpacked A row, zero-extended) */
+/* scratch bytes needed by mico_matmul for K: 2 * (K rounded up to a multiple
+ * of 32), the largest prepared activation row of any pair (<= 2*K + 62) */
 uint32_t mico_matmul_scratch(uint32_t K);
 void mico_matmul(const uint32_t *A, const uint32_t *W, int32_t *Y,
                  uint32_t N, uint32_t M, uint32_t K, int qa, int qw,
@@ -94,9 +143,8 @@ typedef struct {
 int mico_conv_check(const mico_conv_shape *s);
 uint32_t mico_conv_out_h(const mico_conv_shape *s);
 uint32_t mico_conv_out_w(const mico_conv_shape *s);
-/* scratch bytes for any (qa,qw): the (C/G)*KS*KS patch as int8 rounded up to
- * a multiple of 32, plus room for the patch packed at 2 bits or at 1 bit with
- * a mask of its real (non-padding) elements (popcount fast paths) */
+/* scratch bytes for any (qa,qw): 2 * (the (C/G)*KS*KS patch length rounded
+ * up to a multiple of 32): the int8 patch and its prepared form (<= 2*L + 62) */
 uint32_t mico_conv_scratch(const mico_conv_shape *s);
 void mico_conv2d(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
                  const mico_conv_shape *s, int qa, int qw, void *scratch);
@@ -105,7 +153,9 @@ void mico_conv2d(const uint32_t *X, const uint32_t *Wt, int32_t *Y,
 /* ---- SIMD kernels on the mico_simd_cfu custom instruction (kernels/src/simd.c,
  * kernels/include/mico_cfu.h; built only with MICO_CFU defined) -------------
  * Same arguments and bit-identical results as mico_matmul / mico_conv2d.
- * mico_matmul_simd needs no scratch (it ignores the pointer);
+ * mico_matmul_simd uses mico_matmul_scratch(K) bytes of scratch (4-byte
+ * aligned) for a copy of each activation row placed clear of the weight
+ * rows' cache sets; with scratch NULL it reads the rows in place;
  * mico_conv2d_simd needs 4*max(words(L,qa), 2*words(L,1)) bytes for the patch
  * length L = C/G*KS*KS, which mico_conv_scratch(s) always covers. */
 void mico_matmul_simd(const uint32_t *A, const uint32_t *W, int32_t *Y,

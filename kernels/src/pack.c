@@ -26,24 +26,34 @@ void mico_pack(const int8_t *vals, uint32_t L, int b, uint32_t *out) {
     }
 }
 
+/* values of the b-bit codes of whole words, then of the last word's first
+ * codes: constant shifts per width (the conv stem path unpacks its weights
+ * on every call) */
+#define DEFINE_UNPACK(B, VAL)                                                          \
+static void unpack_##B(const uint32_t *in, uint32_t L, int8_t *vals) {                \
+    const uint32_t per = 32u / (B);                                                    \
+    uint32_t n, i, x;                                                                  \
+    for (n = L / per; n; n--, vals += per) {                                           \
+        x = *in++;                                                                     \
+        for (i = 0; i < per; i++)                                                      \
+            vals[i] = (int8_t)(VAL);                                                   \
+    }                                                                                  \
+    if (L % per) {                                                                     \
+        x = *in;                                                                       \
+        for (i = 0; i < L % per; i++)                                                  \
+            vals[i] = (int8_t)(VAL);                                                   \
+    }                                                                                  \
+}
+DEFINE_UNPACK(1, (int32_t)((x >> i) & 1u) * 2 - 1)
+DEFINE_UNPACK(2, (int32_t)(((x >> (2u * i)) & 3u) ^ 2u) - 2)
+DEFINE_UNPACK(4, (int32_t)(((x >> (4u * i)) & 15u) ^ 8u) - 8)
+DEFINE_UNPACK(8, (int32_t)(((x >> (8u * i)) & 255u) ^ 128u) - 128)
+
 void mico_unpack(const uint32_t *in, uint32_t L, int b, int8_t *vals) {
-    uint32_t i;
     switch (b) {
-    case 1:
-        for (i = 0; i < L; i++)
-            vals[i] = (int8_t)((int32_t)((in[i >> 5] >> (i & 31u)) & 1u) * 2 - 1);
-        break;
-    case 2:
-        for (i = 0; i < L; i++)
-            vals[i] = (int8_t)((int32_t)(((in[i >> 4] >> ((i & 15u) * 2u)) & 3u) ^ 2u) - 2);
-        break;
-    case 4:
-        for (i = 0; i < L; i++)
-            vals[i] = (int8_t)((int32_t)(((in[i >> 3] >> ((i & 7u) * 4u)) & 15u) ^ 8u) - 8);
-        break;
-    default: /* 8 */
-        for (i = 0; i < L; i++)
-            vals[i] = (int8_t)((int32_t)(((in[i >> 2] >> ((i & 3u) * 8u)) & 255u) ^ 128u) - 128);
-        break;
+    case 1: unpack_1(in, L, vals); break;
+    case 2: unpack_2(in, L, vals); break;
+    case 4: unpack_4(in, L, vals); break;
+    default: unpack_8(in, L, vals); break;
     }
 }

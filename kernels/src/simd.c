@@ -24,6 +24,14 @@
  * 8 adds, 1 branch: 35 / 31 / 29 / 28 instructions for R = 1 / 2 / 4 / 8.
  * The last nwide % 8 wide words take one step each (loads, CFU op, add).
  *
+ * That loop serves the last M % 4 weight rows; the rest go four at a time
+ * (DEFINE_DOT4): per block the activation words once, then per wide word the
+ * four rows' weight words, the previous word's four adds (which keep the CFU
+ * ops two instructions clear of the loads), four CFU ops: SA + 4*SW loads,
+ * 32 CFU ops, 32 adds, 5 addi, 1 branch for 32 row-words.  matmul copies each
+ * activation row into its scratch where no weight row shares its cache sets
+ * (when the weights stream through the cache).
+ *
  * conv2d gathers each output pixel's patch (C/G*KS*KS codes in (c,kh,kw)
  * order, padding = value 0 = code 0 for qa >= 2) packed at qa bits into
  * scratch, one run of codes per window row (moved up to 32 bits at a time),
@@ -128,10 +136,88 @@ static int32_t dot_##QA##_##QW(const uint32_t *a, const uint32_t *w,            
     return acc;                                                                   \
 }
 
-/* y[i*ystride] = dot(a, w + i*wstride) for i < count, rows of K codes;
- * half: y[i*ystride] = (y[i*ystride] + dot) / 2 instead (1-bit padding) */
+/* keeps the code on both sides of it in place: the operands count as
+ * rewritten here (empty asm; volatile asms keep their order, so the loads
+ * before an ORDER stay before the CFU ops after it) */
+#ifdef MICO_CFU_EMULATE
+#define ORDER(a, b, c, d, e, f, g, h)
+#else
+#define ORDER(a, b, c, d, e, f, g, h)                                             \
+    __asm__ __volatile__("" : "+r"(a), "+r"(b), "+r"(c), "+r"(d), "+r"(e), "+r"(f), \
+                         "+r"(g), "+r"(h));
+#endif
+
+/* W word of row block (w0..w3) holding wide word j: loaded at j when the
+ * weights are the wide operand, or at the first of each R words otherwise */
+#define LOADW(QA, QW, j) ((QW) >= (QA) || (j) % RR(QA, QW) == 0)
+
+/* one wide word j of a block for four weight rows: the rows' weight words
+ * (when due), the previous word's results added (they separate the loads
+ * from the CFU ops, which wait while a load is in memory / write-back), the
+ * four CFU ops on the activation word held in x[] */
+#define STEP4(QA, QW, j)                                                          \
+    if (LOADW(QA, QW, j)) {                                                       \
+        y0 = w0[WI(QA, QW, j)]; y1 = w1[WI(QA, QW, j)];                          \
+        y2 = w2[WI(QA, QW, j)]; y3 = w3[WI(QA, QW, j)];                          \
+    }                                                                             \
+    ORDER(y0, y1, y2, y3, s0, s1, s2, s3)                                         \
+    s0 += t0; s1 += t1; s2 += t2; s3 += t3;                                       \
+    ORDER(s0, s1, s2, s3, t0, t1, t2, t3)                                         \
+    t0 = OP(QA, QW, j, x[AI(QA, QW, j)], y0);                                     \
+    t1 = OP(QA, QW, j, x[AI(QA, QW, j)], y1);                                     \
+    t2 = OP(QA, QW, j, x[AI(QA, QW, j)], y2);                                     \
+    t3 = OP(QA, QW, j, x[AI(QA, QW, j)], y3);
+/* wide word j of the partial last block for four rows, when r > j */
+#define TAIL4(QA, QW, j)                                                          \
+    if (r > (j)) {                                                                \
+        s0 += OP(QA, QW, j, a[AI(QA, QW, j)], w0[WI(QA, QW, j)]);                \
+        s1 += OP(QA, QW, j, a[AI(QA, QW, j)], w1[WI(QA, QW, j)]);                \
+        s2 += OP(QA, QW, j, a[AI(QA, QW, j)], w2[WI(QA, QW, j)]);                \
+        s3 += OP(QA, QW, j, a[AI(QA, QW, j)], w3[WI(QA, QW, j)]);                \
+    }
+
+/* dots of the activation row a with four weight rows (w, stride ws words),
+ * less corr, into y[i*ys] (half: the mean with what y holds): each
+ * activation word is loaded once for the four rows; per block the
+ * activation words come first (one cache line: where it shares a set of the
+ * direct-mapped D-cache with a weight row, that costs 2 misses per block,
+ * not per word) */
+#define DEFINE_DOT4(QA, QW)                                                       \
+static void dot4_##QA##_##QW(const uint32_t *a, const uint32_t *w, uint32_t ws,  \
+                             uint32_t nblk, uint32_t r, int32_t *y,               \
+                             uint32_t ys, int32_t corr, int half) {               \
+    const uint32_t *aend = a + nblk * (uint32_t)SA(QA, QW);                       \
+    const uint32_t *w0 = w, *w1 = w0 + ws, *w2 = w1 + ws, *w3 = w2 + ws;        \
+    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, t0 = 0, t1 = 0, t2 = 0, t3 = 0;      \
+    uint32_t y0 = 0, y1 = 0, y2 = 0, y3 = 0;                                      \
+    while (a != aend) {                                                           \
+        uint32_t x[8];                                                            \
+        x[AI(QA, QW, 0)] = a[AI(QA, QW, 0)]; x[AI(QA, QW, 1)] = a[AI(QA, QW, 1)];\
+        x[AI(QA, QW, 2)] = a[AI(QA, QW, 2)]; x[AI(QA, QW, 3)] = a[AI(QA, QW, 3)];\
+        x[AI(QA, QW, 4)] = a[AI(QA, QW, 4)]; x[AI(QA, QW, 5)] = a[AI(QA, QW, 5)];\
+        x[AI(QA, QW, 6)] = a[AI(QA, QW, 6)]; x[AI(QA, QW, 7)] = a[AI(QA, QW, 7)];\
+        STEP4(QA, QW, 0) STEP4(QA, QW, 1) STEP4(QA, QW, 2) STEP4(QA, QW, 3)       \
+        STEP4(QA, QW, 4) STEP4(QA, QW, 5) STEP4(QA, QW, 6) STEP4(QA, QW, 7)       \
+        a += SA(QA, QW);                                                          \
+        w0 += SW(QA, QW); w1 += SW(QA, QW); w2 += SW(QA, QW); w3 += SW(QA, QW);   \
+    }                                                                             \
+    s0 += t0; s1 += t1; s2 += t2; s3 += t3;                                       \
+    TAIL4(QA, QW, 0) TAIL4(QA, QW, 1) TAIL4(QA, QW, 2) TAIL4(QA, QW, 3)           \
+    TAIL4(QA, QW, 4) TAIL4(QA, QW, 5) TAIL4(QA, QW, 6)                            \
+    s0 -= corr; s1 -= corr; s2 -= corr; s3 -= corr;                               \
+    if (half) {                                                                   \
+        s0 = (y[0] + s0) / 2; s1 = (y[ys] + s1) / 2;                              \
+        s2 = (y[2 * ys] + s2) / 2; s3 = (y[3 * ys] + s3) / 2;                     \
+    }                                                                             \
+    y[0] = s0; y[ys] = s1; y[2 * ys] = s2; y[3 * ys] = s3;                        \
+}
+
+/* y[i*ystride] = dot(a, w + i*wstride) for i < count, rows of K codes, four
+ * rows at a time, then one; half: y[i*ystride] = (y[i*ystride] + dot) / 2
+ * instead (1-bit padding) */
 #define DEFINE_ROWS(QA, QW)                                                       \
 DEFINE_DOT(QA, QW)                                                                \
+DEFINE_DOT4(QA, QW)                                                               \
 static void rows_##QA##_##QW(const uint32_t *a, const uint32_t *w, int32_t *y,   \
                              uint32_t count, uint32_t wstride, uint32_t ystride,  \
                              uint32_t K, int half) {                              \
@@ -140,9 +226,11 @@ static void rows_##QA##_##QW(const uint32_t *a, const uint32_t *w, int32_t *y,  
     const uint32_t nblk = nwide / (uint32_t)UU(QA, QW);                           \
     const uint32_t r = nwide % (uint32_t)UU(QA, QW);                              \
     const int32_t corr = ((QA) == 1 && (QW) == 1) ? (int32_t)(32u * nwide - K) : 0; \
+    for (; count >= 4u; count -= 4u, w += 4u * wstride, y += 4u * ystride)        \
+        dot4_##QA##_##QW(a, w, wstride, nblk, r, y, ystride, corr, half);         \
     for (; count; count--, w += wstride, y += ystride) {                          \
-        int32_t d = dot_##QA##_##QW(a, w, nblk, r) - corr;                        \
-        *y = half ? (*y + d) / 2 : d;                                             \
+        int32_t e = dot_##QA##_##QW(a, w, nblk, r) - corr;                        \
+        *y = half ? (*y + e) / 2 : e;                                             \
     }                                                                             \
 }
 
@@ -170,15 +258,51 @@ static uint32_t words_lg(uint32_t L, uint32_t lg) {
 }
 
 /* ---- matmul --------------------------------------------------------------- */
+/* bytes of the direct-mapped data cache the copy of an activation row is
+ * placed for (VexRiscv: 4 KiB, 32-byte lines) */
+#ifndef MICO_DCACHE_BYTES
+#define MICO_DCACHE_BYTES 4096u
+#endif
+
+/* where in scratch (bytes free) a copy of an activation row (4*wa bytes)
+ * shares no cache line set with any weight row (stride S = 4*ws bytes) at
+ * the same offset: the row starts lie P apart modulo the cache size (P the
+ * largest power of two dividing S, at most the cache size), so half way
+ * between two of them is at least P/2 from all; `bytes` (no copy) when P/2
+ * is under a line or scratch has no room */
+static uint32_t act_copy_offset(uintptr_t scratch, uint32_t bytes, const uint32_t *W, uint32_t ws,
+                                uint32_t wa) {
+    uint32_t S = 4u * ws, P = S & (0u - S), o;
+    if (P > MICO_DCACHE_BYTES)
+        P = MICO_DCACHE_BYTES;
+    if (P < 64u)
+        return bytes;
+    o = (uint32_t)(((uintptr_t)W + P / 2u - scratch) & (P - 1u));
+    return o + 4u * wa <= bytes ? o : bytes;
+}
+
 void mico_matmul_simd(const uint32_t *A, const uint32_t *W, int32_t *Y,
                       uint32_t N, uint32_t M, uint32_t K, int qa, int qw,
                       void *scratch) {
-    uint32_t la = lg_of(qa), lw = lg_of(qw), n;
+    uint32_t la = lg_of(qa), lw = lg_of(qw), n, i;
     rows_fn rows = rows_tab[la * 4u + lw];
     uint32_t wa = words_lg(K, la), ww = words_lg(K, lw);
-    (void)scratch;      /* needs none; accepts mico_matmul's */
-    for (n = 0; n < N; n++, A += wa, Y += M)
-        rows(A, W, Y, M, ww, 1u, K, 0);
+    /* mico_matmul_scratch(K), used when the weights stream through the cache
+     * (with everything cached, a copy would only take room) */
+    uint32_t bytes = scratch && 4u * (wa + M * ww) > MICO_DCACHE_BYTES ? 2u * ((K + 31u) & ~31u) : 0u;
+    uint32_t off = act_copy_offset((uintptr_t)scratch, bytes, W, ww, wa);
+    uint32_t *copy = off < bytes ? (uint32_t *)(void *)((uint8_t *)scratch + off) : 0;
+    for (n = 0; n < N; n++, A += wa, Y += M) {
+        /* the row read where no weight row of a block evicts it (rows whose
+         * stride is a power of two share sets with it otherwise, block by block) */
+        const uint32_t *a = A;
+        if (copy) {
+            for (i = 0; i < wa; i++)
+                copy[i] = A[i];
+            a = copy;
+        }
+        rows(a, W, Y, M, ww, 1u, K, 0);
+    }
 }
 
 /* ---- conv2d --------------------------------------------------------------- */
