@@ -28,6 +28,14 @@ tile image, latency ``L``, array depth ``R + C``:
 - prologue: the instructions before the first LD and the first loads;
   epilogue: draining the array and storing the last output tile.
 
+Packed outputs (``Plan.out``): ``BY`` is the exact number of beats the STPs
+touch (``compiler.store_beats``: a row of codes narrower than a beat still
+takes one), the output tile's store starts ``OU_LATENCY`` cycles after its
+last element left the array (the output unit's pipeline), and the PBUF load
+of each column block (``3 C`` words) streams with the weights (orders S and A)
+or is hoisted with them (order B).  Odd widths are priced as their containers
+(``Geometry`` uses ``eff_bits``).
+
 ``predict`` returns the prediction and its breakdown.  ``bitfusion-model``
 reports these predictions as if measured (see docs/bitfusion.md).
 """
@@ -36,7 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .compiler import ArrayConfig, Plan, dram_bytes, layout, program
+from .compiler import ArrayConfig, Plan, dram_bytes, layout, program, store_beats
 from . import isa
 
 
@@ -56,6 +64,8 @@ class Prediction:
 
 # fraction of a store's beats that delay the load starting with it (round robin on the port)
 CONTENTION = 0.75
+# cycles from an element leaving the array to its code in OBUF (bot register, 2 output-unit stages)
+OU_LATENCY = 3
 
 
 def _prefix(plan: Plan) -> int:
@@ -77,7 +87,9 @@ def predict(plan: Plan) -> Prediction:
     Tc = plan.nt * plan.st
     n_iter = G * nT * mT * kT
     n_out = G * nT * mT
-    BA, BW, BY = plan.la / wpb, plan.lw / wpb, plan.ly / wpb
+    BA, BW = plan.la / wpb, plan.lw / wpb
+    BY = store_beats(plan, layout(plan).y_base * 4) / n_out
+    BP = plan.lp / wpb if plan.out is not None else 0.0
 
     def dld(b: float) -> float:
         return b + lat + 2
@@ -86,20 +98,22 @@ def predict(plan: Plan) -> Prediction:
     # `exposed` = the part that cannot be prefetched (a single-slot ring is refilled only
     # after the COMPUTE that read it has drained, and the load queue is in order)
     hoist = None
+    # the PBUF load of a column block: once per output tile (S, A), with W (B)
+    dp = dld(BP) if BP else 0.0
     if plan.order == "S":
-        D, beats = dld(BA) + dld(BW), BA + BW
+        D, beats = dld(BA) + dld(BW) + dp / kT, BA + BW + BP / kT
         exposed = D if plan.islots == 1 else dld(BW) if plan.wslots == 1 else 0.0
-        first = dld(BA) + dld(BW)
+        first = dld(BA) + dld(BW) + dp
     elif plan.order == "A":
-        D, beats = dld(BW), BW
+        D, beats = dld(BW) + dp / kT, BW + BP / kT
         exposed = D if plan.wslots == 1 else 0.0
-        first = dld(BA) + dld(BW)
+        first = dld(BA) + dld(BW) + dp
         hoist = (dld(BA), BA, mT * kT, plan.islots, G * nT)
     else:
         D, beats = dld(BA), BA
         exposed = D if plan.islots == 1 else 0.0
-        first = dld(BW) + dld(BA)
-        hoist = (dld(BW), BW, nT * kT, plan.wslots, G * mT)
+        first = dld(BW) + dp + dld(BA)
+        hoist = (dld(BW) + dp, BW + BP, nT * kT, plan.wslots, G * mT)
     if hoist is not None and hoist[2] == 1:
         # "hoisted" over a single COMPUTE: it streams like the other operand
         D += hoist[0]
@@ -123,14 +137,15 @@ def predict(plan: Plan) -> Prediction:
     else:
         p = max(D, Tc + exposed + nch + 2)
     # per output tile (kT COMPUTEs into one OBUF slot, then one store)
+    nch_s = nch + OU_LATENCY           # last element issued .. its tile's store may start
     S = BY + 1
     S_eff = S + CONTENTION * min(BY, B_stream)   # the store, slowed by the loads it shares the port with
     span = Tc + (kT - 1) * p           # first COMPUTE start .. last COMPUTE end
     port = kT * beats + BY             # DRAM beats per output tile (loads and store share the port)
     if plan.oslots == 2:
-        T = max(kT * p, S, port, (nch + 3 + S_eff + span) / 2)
+        T = max(kT * p, S, port, (nch_s + 3 + S_eff + span) / 2)
     else:
-        T = max(kT * p, port, span + nch + 3 + S_eff)
+        T = max(kT * p, port, span + nch_s + 3 + S_eff)
     gap = T - span                     # idle cycles of the array between two output tiles
     bubbles = 0.0
     if hoist is not None:
@@ -143,7 +158,7 @@ def predict(plan: Plan) -> Prediction:
             bub_h = max(0.0, hoist[0] - max(0.0, p - D))
         bubbles += (hoist[4] - 1) * bub_h
     prologue = _prefix(plan) + 2 + first
-    epilogue = nch + 2 + S + 2
+    epilogue = nch_s + 2 + S + 2
     total = prologue + span + (n_out - 1) * T + bubbles + epilogue
     bound = "compute" if T <= kT * Tc * 1.02 else "memory"
     return Prediction(cycles=int(round(total)), compute_cycles=n_iter * Tc, period=T / kT, bound=bound,
