@@ -203,6 +203,55 @@ def _check_layer(qa: int, qw: int, out_bits: int, out_signed: bool, a_signed: bo
             raise cc.CompileError("requantisation shifts must be in 1..62")
 
 
+@dataclass(frozen=True)
+class LayerGemm:
+    """What a layer is to the array: its GEMMs, output mode and input row pitch (words)."""
+
+    gemm: cc.Gemm
+    out: cc.OutMode
+    in_pitch: int
+    k_in: int                   # values per input row that matter (<= in_pitch * 32 / container)
+    out_rows: int               # meaningful output rows
+    out_hw: tuple = (1, 1)
+
+
+def layer_gemm(cfg: cc.ArrayConfig, op: str, shape, qa: int, qw: int, out_bits: int, out_signed: bool = True,
+               relu: bool = False, pool: PoolSpec | tuple | None = None, *, a_signed: bool = True,
+               y_pitch: int | None = None, a_pitch: int | None = None, k_in: int | None = None) -> LayerGemm:
+    """The GEMM, output mode and layouts of a layer (no data): what ``compile_layer`` tiles."""
+    if isinstance(pool, tuple):
+        pool = PoolSpec(*pool)
+    ea, eo = cc.eff_bits(qa), container_bits(out_bits)
+    out_hw = (1, 1)
+    if op == "matmul":
+        if pool is not None:
+            raise cc.CompileError("a matmul layer does not pool")
+        N, M, K = (int(v) for v in shape)
+        G, Mg, rows_in, out_rows = 1, M, N, N
+        k_in = K if k_in is None else k_in
+    elif op == "conv2d":
+        N, C, H, W, K, KS, S, P, G = conv_fields(shape)
+        OH, OW, PH, PW = conv_out_hw(shape, pool)
+        out_hw = (PH, PW)
+        Mg, k_in = K // G, C // G * KS * KS
+        rows_in = N * (PH * PW * pool.n if pool else OH * OW)
+        out_rows = N * PH * PW
+    else:
+        raise cc.CompileError(f"unknown op {op!r}")
+    pitch_in = a_pitch if a_pitch is not None else cc.am_pitch_words(cfg, k_in, ea)
+    if pitch_in % cfg.row_align or pitch_in * 32 < k_in * ea:
+        raise cc.CompileError(f"input pitch {pitch_in} words: needs a multiple of {cfg.row_align} "
+                              f"holding {k_in} {ea}-bit values")
+    block = -(-Mg * eo // 8)
+    pitch_out = y_pitch if y_pitch is not None else 4 * cc.am_pitch_words(cfg, G * block * 8 // eo, eo)
+    if pitch_out < G * block:
+        raise cc.CompileError(f"output pitch {pitch_out} B is smaller than a row ({G * block} B)")
+    gemm = cc.Gemm(G, rows_in, pitch_in * 32 // ea, Mg, qa, qw, a_signed, True)
+    out = cc.OutMode(out_bits, out_signed or out_bits <= 1, relu, pool.kind if pool else "none",
+                     pool.n if pool else 1, pitch_out, block)
+    return LayerGemm(gemm, out, pitch_in, k_in, out_rows, out_hw)
+
+
 def compile_layer(cfg: cc.ArrayConfig, op: str, shape, qa: int, qw: int, weights, bias, mult, shift, relu: bool,
                   out_bits: int, out_signed: bool = True, pool: PoolSpec | tuple | None = None, a_base: int = 0,
                   y_base: int | None = None, *, a_signed: bool = True, w_base: int | None = None,
@@ -221,47 +270,25 @@ def compile_layer(cfg: cc.ArrayConfig, op: str, shape, qa: int, qw: int, weights
     lo, hi = value_range(qw)
     if w.size and (int(w.min()) < lo or int(w.max()) > hi):
         raise cc.CompileError(f"weights outside the {qw}-bit range [{lo}, {hi}]")
-    ea, eo = cc.eff_bits(qa), container_bits(out_bits)
-    meta: dict = {}
+    k_in = None
     if op == "matmul":
-        if pool is not None:
-            raise cc.CompileError("a matmul layer does not pool")
-        N, M, K = (int(v) for v in shape)
-        G, Mg = 1, M
+        M, K = int(shape[1]), int(shape[2])
+        w = w.reshape(M, K)
         if in_positions is not None:
             pos = np.asarray(in_positions, dtype=np.int64)
             if pos.shape != (K,) or len(np.unique(pos)) != K or pos.min() < 0:
                 raise cc.CompileError("in_positions must give K distinct element indices")
             wk = np.zeros((M, int(pos.max()) + 1), dtype=np.int16)
-            wk[:, pos] = w.reshape(M, K)
+            wk[:, pos] = w
             w = wk
-        wg = w.reshape(1, M, -1)
-        rows_in, out_rows = N, N
-    elif op == "conv2d":
-        N, C, H, W, K, KS, S, P, G = conv_fields(shape)
-        if in_positions is not None:
-            raise cc.CompileError("in_positions is for matmul layers")
-        OH, OW, PH, PW = conv_out_hw(shape, pool)
-        meta["out_hw"] = (PH, PW)
-        Mg = K // G
-        wg = w.reshape(G, Mg, C // G * KS * KS)
-        rows_in = N * (PH * PW * pool.n if pool else OH * OW)
-        out_rows = N * PH * PW
-    else:
-        raise cc.CompileError(f"unknown op {op!r}")
-    k_in = wg.shape[-1]
-    pitch_in = a_pitch if a_pitch is not None else cc.am_pitch_words(cfg, k_in, ea)
-    if pitch_in % cfg.row_align or pitch_in * 32 < k_in * ea:
-        raise cc.CompileError(f"input pitch {pitch_in} words: needs a multiple of {cfg.row_align} "
-                              f"holding {k_in} {ea}-bit values")
-    block = -(-Mg * eo // 8)
-    pitch_out = y_pitch if y_pitch is not None else 4 * cc.am_pitch_words(cfg, G * block * 8 // eo, eo)
-    if pitch_out < G * block:
-        raise cc.CompileError(f"output pitch {pitch_out} B is smaller than a row ({G * block} B)")
-    gemm = cc.Gemm(G, rows_in, pitch_in * 32 // ea, Mg, qa, qw, a_signed, True)
-    out = cc.OutMode(out_bits, out_signed or out_bits <= 1, relu, pool.kind if pool else "none",
-                     pool.n if pool else 1, pitch_out, block)
-    plan = plan or cc.choose_plan(cfg, gemm, out, pitch_in)
+        k_in = w.shape[-1]
+    elif in_positions is not None:
+        raise cc.CompileError("in_positions is for matmul layers")
+    lg = layer_gemm(cfg, op, shape, qa, qw, out_bits, out_signed, relu, pool, a_signed=a_signed, y_pitch=y_pitch,
+                    a_pitch=a_pitch, k_in=k_in)
+    gemm, out = lg.gemm, lg.out
+    wg = w.reshape(gemm.groups, gemm.M, lg.k_in)
+    plan = plan or cc.choose_plan(cfg, gemm, out, lg.in_pitch)
     if a_base % cfg.wpb:
         raise cc.CompileError(f"a_base {a_base} is not a whole DRAM beat ({cfg.wpb} words)")
     a_words, w_words, p_words, y_words = cc.region_words(plan)
@@ -275,11 +302,12 @@ def compile_layer(cfg: cc.ArrayConfig, op: str, shape, qa: int, qw: int, weights
     if lay.end * 4 > cfg.dram_mib << 20 or (y_base + y_words) * 4 >= 1 << 32:
         raise cc.CompileError(f"the layer needs {lay.end * 4 / 2**20:.1f} MiB of DRAM; the model has "
                               f"{cfg.dram_mib} MiB (outputs must lie below 4 GiB)")
-    wfull = np.zeros((G, Mg, gemm.K), dtype=np.int16)
-    wfull[:, :, :k_in] = wg
+    wfull = np.zeros((gemm.groups, gemm.M, gemm.K), dtype=np.int16)
+    wfull[:, :, :lg.k_in] = wg
     return LayerProgram(op, tuple(int(v) for v in shape), plan, lay, cc.program(plan, lay), cc.pack_w(plan, wfull),
-                        cc.pack_p(plan, bias, mult, shift), pitch_in, plan.np_, plan.n_tiles * plan.rows_out, out_rows,
-                        pitch_out, block, Mg, out_bits, out.out_signed, pool, a_signed, meta)
+                        cc.pack_p(plan, bias, mult, shift), lg.in_pitch, plan.np_, plan.n_tiles * plan.rows_out,
+                        lg.out_rows, out.pitch, out.block, gemm.M, out_bits, out.out_signed, pool, a_signed,
+                        {"out_hw": lg.out_hw})
 
 
 def reference_output(op: str, shape, x, weights, bias, mult, shift, relu: bool, out_bits: int,

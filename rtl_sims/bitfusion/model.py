@@ -62,8 +62,8 @@ class Prediction:
         return self.compute_cycles / self.cycles if self.cycles else 0.0
 
 
-# fraction of a store's beats that delay the load starting with it (round robin on the port)
-CONTENTION = 0.75
+# cycles from the fin event of a tile to its store's first beat (queue, start, request register)
+STORE_START = 3
 # cycles from an element leaving the array to its code in OBUF (bot register, 2 output-unit stages)
 OU_LATENCY = 3
 
@@ -75,6 +75,24 @@ def _prefix(plan: Plan) -> int:
         if w >> 60 == isa.OP_LD:
             return i
     return len(prog)
+
+
+def _interleave(loads: list[float], store: float, start: float, lat: int) -> float:
+    """Store beats that go out while one of `loads` (back to back, each its beats + lat + 2
+    cycles) is requesting, the store starting `start` cycles after the first load: round
+    robin gives each of them every other cycle, so each such beat delays both by one."""
+    t, left, d = 0.0, float(store), 0.0
+    for b in loads:
+        if left <= 0:
+            break
+        alone = min(b, max(0.0, start - t))            # requests before the store starts
+        both = min(b - alone, left)                    # interleaved: one beat each per 2 cycles
+        d += both
+        left -= both
+        t += alone + 2 * both + (b - alone - both)     # end of this load's requests
+        left -= min(left, max(0.0, lat + 2 - max(0.0, start - t)))   # the store alone while the load waits
+        t += lat + 2
+    return d
 
 
 def predict(plan: Plan) -> Prediction:
@@ -96,73 +114,89 @@ def predict(plan: Plan) -> Prediction:
 
     # loads that stream with every COMPUTE: D = load-DMA time, beats = port time, and
     # `exposed` = the part that cannot be prefetched (a single-slot ring is refilled only
-    # after the COMPUTE that read it has drained, and the load queue is in order)
+    # after the COMPUTE that read it has drained, and the load queue is in order);
+    # `seq` = the beats of the loads a tile's first COMPUTE waits for, in queue order
     hoist = None
     # the PBUF load of a column block: once per output tile (S, A), with W (B)
     dp = dld(BP) if BP else 0.0
+    pre = [BP] if BP else []
     if plan.order == "S":
         D, beats = dld(BA) + dld(BW) + dp / kT, BA + BW + BP / kT
         exposed = D if plan.islots == 1 else dld(BW) if plan.wslots == 1 else 0.0
         first = dld(BA) + dld(BW) + dp
+        seq = pre + [BA, BW]
     elif plan.order == "A":
         D, beats = dld(BW) + dp / kT, BW + BP / kT
         exposed = D if plan.wslots == 1 else 0.0
         first = dld(BA) + dld(BW) + dp
         hoist = (dld(BA), BA, mT * kT, plan.islots, G * nT)
+        seq = pre + [BW]
     else:
         D, beats = dld(BA), BA
         exposed = D if plan.islots == 1 else 0.0
         first = dld(BW) + dp + dld(BA)
         hoist = (dld(BW) + dp, BW + BP, nT * kT, plan.wslots, G * mT)
+        seq = [BA]
     if hoist is not None and hoist[2] == 1:
         # "hoisted" over a single COMPUTE: it streams like the other operand
         D += hoist[0]
         beats += hoist[1]
         if hoist[3] == 1:
             exposed = D
+        seq = [hoist[1]] + seq
         hoist = None
-    if hoist is not None:
+    if hoist is not None and hoist[4] > 1:
         beats += hoist[1] / hoist[2]   # the hoisted operand's next tile also uses the port
-    # the store of an output tile starts when its last COMPUTE drains, together with the
-    # refill that COMPUTE released: round robin on the port delays that load
-    B_stream = BW if plan.order == "A" else BA if plan.order == "B" else BA + BW
-    D += CONTENTION * min(BY, B_stream) / kT
-    if exposed:
-        exposed += CONTENTION * min(BY, B_stream) / kT
-
-    # per COMPUTE: compute-bound, load-bound, or refilling a slot only after the
-    # COMPUTE that read it has drained out of the array (double buffering)
-    if not exposed:
-        p = max(Tc, D, (D + Tc + nch + 1) / 2)
-    else:
-        p = max(D, Tc + exposed + nch + 2)
-    # per output tile (kT COMPUTEs into one OBUF slot, then one store)
     nch_s = nch + OU_LATENCY           # last element issued .. its tile's store may start
     S = BY + 1
-    S_eff = S + CONTENTION * min(BY, B_stream)   # the store, slowed by the loads it shares the port with
-    span = Tc + (kT - 1) * p           # first COMPUTE start .. last COMPUTE end
-    port = kT * beats + BY             # DRAM beats per output tile (loads and store share the port)
-    if plan.oslots == 2:
-        T = max(kT * p, S, port, (nch_s + 3 + S_eff + span) / 2)
-    else:
-        T = max(kT * p, port, span + nch_s + 3 + S_eff)
+    # the store of a tile starts `o` cycles into the loads of the next tile's COMPUTEs (back to
+    # back when load-bound; a single-slot ring refills only after the drain): round robin on
+    # the port delays both by the beats they interleave
+    o = (nch_s + STORE_START - nch - 2) if exposed else (Tc + nch_s + STORE_START)
+    delay = _interleave(seq + [b for b in seq if b != BP] * (kT - 1), BY, o, lat) if n_out > 1 else 0.0
+
+    def periods(store: bool) -> tuple[float, float, float]:
+        """(per COMPUTE, first .. last COMPUTE end of a tile, per output tile); `store`: a
+        store of every tile must fit the period (steady state), else only its interleaving
+        with the loads counts (the first period: tile 0's store may end after it)."""
+        d = delay
+        Dd, ex = D + d / kT, (exposed + d / kT) if exposed else 0.0
+        # per COMPUTE: compute-bound, load-bound, or refilling a slot only after the
+        # COMPUTE that read it has drained out of the array (double buffering)
+        pc = max(Tc, Dd, (Dd + Tc + nch + 1) / 2) if not ex else max(Dd, Tc + ex + nch + 2)
+        sp = Tc + (kT - 1) * pc
+        if plan.oslots == 1:           # the next tile needs the slot back: wait for the store
+            return pc, sp, max(kT * pc, kT * beats + BY, sp + nch_s + 3 + S + delay)
+        if not store:
+            return pc, sp, max(kT * pc, kT * beats + d)
+        return pc, sp, max(kT * pc, S, kT * beats + BY, (nch_s + 3 + S + d + sp) / 2)
+
+    p, span, T = periods(True)
+    _, span1, T1 = periods(False)      # tile 0 -> 1: no earlier store to finish
     gap = T - span                     # idle cycles of the array between two output tiles
     bubbles = 0.0
     if hoist is not None:
         if hoist[3] == 1:
             # a single-slot hoisted operand reloads only after its last reader drained,
             # sharing the port with the store that starts at the same moment
-            bub_h = max(0.0, nch + 2 + hoist[0] + CONTENTION * min(BY, hoist[1]) + D - gap)
+            bub_h = max(0.0, nch + 2 + hoist[0] + _interleave([hoist[1]], BY, nch_s + STORE_START - nch - 2, lat)
+                        + D - gap)
         else:
             # double-buffered: its load sits in the load queue between two streamed loads
             bub_h = max(0.0, hoist[0] - max(0.0, p - D))
         bubbles += (hoist[4] - 1) * bub_h
     prologue = _prefix(plan) + 2 + first
     epilogue = nch_s + 2 + S + 2
-    total = prologue + span + (n_out - 1) * T + bubbles + epilogue
+    if n_out == 1:
+        steady = span1
+    else:
+        # after a short first period the stores may lag behind the tiles until the end
+        lag = max(0.0, S + delay - T1 - (n_out - 2) * max(0.0, T - S - delay))
+        steady = span1 + T1 + (n_out - 2) * T + lag
+    total = prologue + steady + bubbles + epilogue
     bound = "compute" if T <= kT * Tc * 1.02 else "memory"
     return Prediction(cycles=int(round(total)), compute_cycles=n_iter * Tc, period=T / kT, bound=bound,
                       dram_bytes=dram_bytes(plan),
-                      breakdown={"prologue": prologue, "steady": span + (n_out - 1) * T, "bubbles": bubbles,
+                      breakdown={"prologue": prologue, "steady": steady, "bubbles": bubbles, "contention": delay,
                                  "epilogue": epilogue, "per_tile": T, "per_compute": p, "issue_per_compute": Tc,
                                  "n_compute": n_iter, "n_tiles_out": n_out})
