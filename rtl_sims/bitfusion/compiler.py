@@ -538,9 +538,16 @@ def _pack_rows(vals: np.ndarray, bits: int) -> np.ndarray:
 
 def pack_a(plan: Plan, a: np.ndarray) -> np.ndarray:
     """A (G, N, K) int values -> the A region (uint32 words)."""
-    g, geo, R = plan.gemm, plan.geo, plan.cfg.rows
+    g = plan.gemm
     if plan.rows_a:
-        return pack_matrix(np.asarray(a).reshape(g.groups * 1, g.N, g.K), geo.ea, plan.rows_a, plan.np_)
+        return pack_matrix(np.asarray(a).reshape(g.groups, g.N, g.K), plan.geo.ea, plan.rows_a, plan.np_)
+    return tile_images(plan, a)
+
+
+def tile_images(plan: Plan, a: np.ndarray) -> np.ndarray:
+    """A (G, N, K) -> the IBUF images of every A tile, one after the other: bank r of a tile
+    holds, row after row, the steps the array row r reads (``k_index``), packed densely."""
+    g, geo, R = plan.gemm, plan.geo, plan.cfg.rows
     ap = np.zeros((g.groups, plan.np_, g.K), dtype=np.int16)
     ap[:, :g.N] = a
     steps = plan.a_steps

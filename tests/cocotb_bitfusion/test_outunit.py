@@ -61,7 +61,8 @@ async def start(dut) -> None:
     await RisingEdge(dut.clk)
 
 
-def set_mode(dut, b: int, signed: bool, relu: bool, pool: str = "none", n: int = 1) -> None:
+async def set_mode(dut, b: int, signed: bool, relu: bool, pool: str = "none", n: int = 1) -> None:
+    await FallingEdge(dut.clk)
     dut.out_bits.value = b
     dut.out_signed.value = int(signed)
     dut.relu.value = int(relu)
@@ -141,7 +142,7 @@ async def requant_every_width_and_sign(dut):
     for b in range(0, 9):
         for signed in ((True,) if b <= 1 else (True, False)):
             for relu in ((False,) if b == 0 else (False, True)):
-                set_mode(dut, b, signed, relu)
+                await set_mode(dut, b, signed, relu)
                 items = edge_items(rng, b)
                 for it in items[::7]:
                     it["ok"] = False
@@ -174,8 +175,8 @@ async def pooling_windows(dut):
         for signed in ((True,) if b == 1 else (True, False)):
             for kind in (("max",) if b == 1 else ("max", "avg")):
                 for n in (1, 4, 9, 16):
-                    set_mode(dut, b, signed, rng.random() < 0.3, kind, n)
-                    relu = bool(int(dut.relu.value))
+                    relu = rng.random() < 0.3
+                    await set_mode(dut, b, signed, relu, kind, n)
                     items, windows = [], []
                     for w in range(12):
                         win = []
