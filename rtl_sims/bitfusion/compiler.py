@@ -714,7 +714,7 @@ def im2col(x: np.ndarray, KS: int, S: int, P: int, G: int) -> np.ndarray:
     """x (N, C, H, W) -> (G, N*OH*OW, C/G*KS*KS), reduction order (c, kh, kw)."""
     N, C, H, W = x.shape
     OH, OW = reference.conv_out_hw(H, W, KS, S, P)
-    xp = np.zeros((N, C, H + 2 * P, W + 2 * P), dtype=np.int8)
+    xp = np.zeros((N, C, H + 2 * P, W + 2 * P), dtype=np.int16)
     xp[:, :, P:P + H, P:P + W] = x
     v = np.lib.stride_tricks.sliding_window_view(xp, (KS, KS), axis=(2, 3))[:, :, ::S, ::S][:, :, :OH, :OW]
     Cg = C // G
@@ -746,19 +746,21 @@ class Compiled:
         return np.ascontiguousarray(y.reshape(G, N, OH, OW, K // G).transpose(1, 0, 4, 2, 3)).reshape(N, K, OH, OW)
 
 
-def kernel_gemm(op: str, shape, qa: int, qw: int) -> tuple[Gemm, tuple]:
+def kernel_gemm(op: str, shape, qa: int, qw: int, a_signed: bool = True) -> tuple[Gemm, tuple]:
     if op == "matmul":
         N, M, K = (int(v) for v in shape)
-        return Gemm(1, N, K, M, qa, qw), ()
+        return Gemm(1, N, K, M, qa, qw, a_signed), ()
     N, C, H, W, K, KS, S, P, G = (int(v) for v in shape)
     OH, OW = reference.conv_out_hw(H, W, KS, S, P)
-    return Gemm(G, N * OH * OW, C // G * KS * KS, K // G, qa, qw), (N, K, OH, OW)
+    return Gemm(G, N * OH * OW, C // G * KS * KS, K // G, qa, qw, a_signed), (N, K, OH, OW)
 
 
 def compile_kernel(cfg: ArrayConfig, op: str, shape, qa: int, qw: int, a: np.ndarray | None = None,
-                   w: np.ndarray | None = None, base: int = 0, plan: Plan | None = None) -> Compiled:
-    """Plan + program (+ packed operands when a, w are given in logical layout)."""
-    gemm, conv = kernel_gemm(op, shape, qa, qw)
+                   w: np.ndarray | None = None, base: int = 0, plan: Plan | None = None,
+                   a_signed: bool = True) -> Compiled:
+    """Plan + program (+ packed operands when a, w are given in logical layout); int32 outputs.
+    qa, qw in 1..8; ``a_signed=False``: unsigned activations [0, 2^qa - 1]."""
+    gemm, conv = kernel_gemm(op, shape, qa, qw, a_signed)
     plan = plan or choose_plan(cfg, gemm)
     lay = layout(plan, base)
     if lay.end >= 1 << 32 or lay.end * 4 > cfg.dram_mib << 20:
@@ -774,13 +776,13 @@ def compile_kernel(cfg: ArrayConfig, op: str, shape, qa: int, qw: int, a: np.nda
 
 def gemm_operand_a(op: str, shape, a: np.ndarray) -> np.ndarray:
     if op == "matmul":
-        return np.asarray(a, dtype=np.int8)[None]
+        return np.asarray(a, dtype=np.int16)[None]
     N, C, H, W, K, KS, S, P, G = (int(v) for v in shape)
-    return im2col(np.asarray(a, dtype=np.int8), KS, S, P, G)
+    return im2col(np.asarray(a, dtype=np.int16), KS, S, P, G)
 
 
 def gemm_operand_w(op: str, shape, w: np.ndarray) -> np.ndarray:
-    w = np.asarray(w, dtype=np.int8)
+    w = np.asarray(w, dtype=np.int16)
     if op == "matmul":
         return w[None]
     N, C, H, W, K, KS, S, P, G = (int(v) for v in shape)
