@@ -59,12 +59,16 @@ def _vals(rng: np.random.Generator, b: int, shape, signed: bool = True) -> np.nd
 
 
 def _requant_params(rng: np.random.Generator, acc: np.ndarray, nch: int, out_bits: int, signed: bool = True):
-    """bias, mult, shift that spread the outputs over the out_bits range."""
-    bias = rng.integers(-64, 65, nch)
+    """bias, mult, shift that spread the outputs over the out_bits range (channels on axis 1)."""
+    mean = np.moveaxis(acc, 1, 0).reshape(nch, -1).mean(axis=1)
+    bias = -np.round(mean).astype(np.int64) + rng.integers(-4, 5, nch)
+    if not signed:
+        bias += int(np.std(acc))                # unsigned codes: centre on the range
     mult = rng.integers(1 << 30, 1 << 31, nch)
     sd = max(1.0, float(np.std(acc)))
     span = 2.0 ** (max(out_bits, 2) - (1 if signed else 0))
-    shift = np.full(nch, int(np.clip(31 + np.ceil(np.log2(3 * sd / span)), 1, 62)))
+    # mult averages 0.75 * 2^31: y = acc * mult / 2^shift then has a spread of about span / 2
+    shift = np.full(nch, int(np.clip(31 + np.round(np.log2(1.5 * sd / span)), 1, 62)))
     return bias, mult, shift
 
 

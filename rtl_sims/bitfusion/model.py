@@ -149,30 +149,43 @@ def predict(plan: Plan) -> Prediction:
         beats += hoist[1] / hoist[2]   # the hoisted operand's next tile also uses the port
     nch_s = nch + OU_LATENCY           # last element issued .. its tile's store may start
     S = BY + 1
-    # the store of a tile starts `o` cycles into the loads of the next tile's COMPUTEs (back to
-    # back when load-bound; a single-slot ring refills only after the drain): round robin on
-    # the port delays both by the beats they interleave
-    o = (nch_s + STORE_START - nch - 2) if exposed else (Tc + nch_s + STORE_START)
-    delay = _interleave(seq + [b for b in seq if b != BP] * (kT - 1), BY, o, lat) if n_out > 1 else 0.0
+    # Where the store of a tile meets the loads: when the loads run back to back (the load
+    # engine sets the period), it starts Tc + R + C + 6 cycles into the next tile's first loads;
+    # otherwise the load it meets is the one waiting for the slot its tile's last COMPUTE frees
+    # at the drain (R + C + 1 cycles after that COMPUTE's last issue; a single-slot ring at
+    # R + C + 2), so they start nearly together, and the last store meets none.  Round robin
+    # delays both by the beats they interleave.
+    stream = [b for b in seq if b != BP]
 
-    def periods(store: bool) -> tuple[float, float, float]:
-        """(per COMPUTE, first .. last COMPUTE end of a tile, per output tile); `store`: a
-        store of every tile must fit the period (steady state), else only its interleaving
-        with the loads counts (the first period: tile 0's store may end after it)."""
-        d = delay
+    def periods(store: bool, d: float, port: bool = True) -> tuple[float, float, float]:
+        """(per COMPUTE, first .. last COMPUTE end of a tile, per output tile) with store
+        contention d; `store`: a store of every tile must fit the period (steady state), else
+        only its interleaving with the loads counts (the first period: tile 0's store may end
+        after it); `port`: include the DRAM port's beats."""
         Dd, ex = D + d / kT, (exposed + d / kT) if exposed else 0.0
         # per COMPUTE: compute-bound, load-bound, or refilling a slot only after the
         # COMPUTE that read it has drained out of the array (double buffering)
         pc = max(Tc, Dd, (Dd + Tc + nch + 1) / 2) if not ex else max(Dd, Tc + ex + nch + 2)
         sp = Tc + (kT - 1) * pc
+        beats_t = (kT * beats + (BY if store else d)) if port else 0.0
         if plan.oslots == 1:           # the next tile needs the slot back: wait for the store
-            return pc, sp, max(kT * pc, kT * beats + BY, sp + nch_s + 3 + S + delay)
+            return pc, sp, max(kT * pc, beats_t, sp + nch_s + 3 + S + d)
         if not store:
-            return pc, sp, max(kT * pc, kT * beats + d)
-        return pc, sp, max(kT * pc, S, kT * beats + BY, (nch_s + 3 + S + d + sp) / 2)
+            return pc, sp, max(kT * pc, beats_t)
+        return pc, sp, max(kT * pc, S, beats_t, (nch_s + 3 + S + d + sp) / 2)
 
-    p, span, T = periods(True)
-    _, span1, T1 = periods(False)      # tile 0 -> 1: no earlier store to finish
+    delay = 0.0
+    if n_out > 1 and exposed:
+        delay = _interleave(seq, BY, nch_s + STORE_START - nch - 2, lat)
+    elif n_out > 1:
+        delay = _interleave(seq + stream * (kT - 1), BY, Tc + nch_s + STORE_START, lat)
+        if kT * D + delay < periods(True, delay, port=False)[2] - 1e-6:     # the loads wait for slots
+            delay = _interleave(seq if kT == 1 else stream, BY, nch_s + STORE_START - nch - 1, lat)
+            if kT == 1:
+                delay *= (n_out - 2) / (n_out - 1)   # the last store has no COMPUTE two ahead to meet
+
+    p, span, T = periods(True, delay)
+    _, span1, T1 = periods(False, delay)   # tile 0 -> 1: no earlier store to finish
     gap = T - span                     # idle cycles of the array between two output tiles
     bubbles = 0.0
     if hoist is not None:
