@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Iterator
 
 import numpy as np
@@ -67,7 +67,7 @@ import numpy as np
 from kernels import reference
 
 from . import isa
-from .outunit import POOLS, avg_recip, container_bits, value_range
+from .outunit import avg_recip, container_bits
 
 # address groups used by the compiler (group 7 stays all-zero)
 G_A, G_W, G_Y, G_IB, G_WB, G_P, G_C, G_ZERO = 0, 1, 2, 3, 4, 5, 6, 7
@@ -278,7 +278,7 @@ class Plan:
     out: OutMode | None = None
     rows_a: int = 0     # > 0: A is an activation matrix with this row pitch (words); 0: per-tile images
 
-    @property
+    @cached_property
     def geo(self) -> Geometry:
         return Geometry(self.gemm.qa, self.gemm.qw, self.cfg.rows)
 
@@ -328,13 +328,13 @@ class Plan:
         """IBUF steps between two rows of an A tile."""
         return self.rows_a // self.cfg.rows * self.geo.F if self.rows_a else self.a_steps
 
-    @property
+    @cached_property
     def ib_bank_words(self) -> int:
         if self.rows_a:
             return self.nt * self.rows_a // self.cfg.rows
         return self._ib_words(self.a_steps)
 
-    @property
+    @cached_property
     def wb_bank_words(self) -> int:
         return self._wb_words(self.w_steps)
 
@@ -608,7 +608,7 @@ def _per_channel(v, groups: int, m: int) -> np.ndarray:
 def pack_p(plan: Plan, bias, mult, shift) -> np.ndarray:
     """Per-channel (bias, mult, shift) of the G*M output channels -> the P region: per
     (group, column block) C entries of (bias, mult, shift | channel valid << 8)."""
-    g, C = plan.gemm, plan.cfg.cols
+    g = plan.gemm
     img = np.zeros((g.groups, plan.mp, isa.PBUF_WORDS_PER_COL), dtype=np.uint32)
     img[:, :, 1] = 1
     img[:, :, 2] = 1
@@ -650,9 +650,9 @@ def read_rows(y_bytes: np.ndarray, rows: int, pitch: int, groups: int, block: in
 
 def _strides(plan: Plan) -> dict[tuple[int, int], int]:
     """(address group, loop level) -> stride.  Levels: S/A 0 g, 1 n, 2 m, 3 k; B 0 g, 1 m, 2 n, 3 k."""
-    g, out = plan.gemm, plan.out
+    out = plan.out
     la, lw, ly, lp = plan.la, plan.lw, plan.ly, plan.lp
-    nT, mT, kT, G = plan.n_tiles, plan.m_tiles, plan.k_tiles, g.groups
+    nT, mT = plan.n_tiles, plan.m_tiles
     ln, lm = (1, 2) if plan.order in ("S", "A") else (2, 1)
     kA = plan.a_tiles_per_n
     st: dict[tuple[int, int], int] = {(G_A, 0): nT * kA * la, (G_A, ln): kA * la, (G_W, 0): mT * plan.w_tiles_per_m * lw,

@@ -44,8 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .compiler import ArrayConfig, Plan, dram_bytes, layout, program, store_beats
-from . import isa
+from .compiler import ArrayConfig, Plan, _strides, dram_bytes, store_beats
 
 
 @dataclass
@@ -69,12 +68,11 @@ OU_LATENCY = 3
 
 
 def _prefix(plan: Plan) -> int:
-    """Instructions the sequencer executes before it dispatches the first LD."""
-    prog = program(plan, layout(plan))
-    for i, w in enumerate(prog):
-        if w >> 60 == isa.OP_LD:
-            return i
-    return len(prog)
+    """Instructions the sequencer executes before it dispatches the first LD (as ``program``
+    lays them out: SETUP, [OSETUP, YSHAPE], CSHAPE, the non-zero STRIDEs, then the loops
+    that enclose the first LD)."""
+    loops = {"S": 3 if plan.out is not None else 4, "A": 2, "B": 2}[plan.order]
+    return 2 + (2 if plan.out is not None else 0) + sum(1 for v in _strides(plan).values() if v) + loops
 
 
 def _interleave(loads: list[float], store: float, start: float, lat: int) -> float:
@@ -106,7 +104,7 @@ def predict(plan: Plan) -> Prediction:
     n_iter = G * nT * mT * kT
     n_out = G * nT * mT
     BA, BW = plan.la / wpb, plan.lw / wpb
-    BY = store_beats(plan, layout(plan).y_base * 4) / n_out
+    BY = store_beats(plan) / n_out      # layouts align Y to a beat
     BP = plan.lp / wpb if plan.out is not None else 0.0
 
     def dld(b: float) -> float:

@@ -149,7 +149,7 @@ async def requant_every_width_and_sign(dut):
                 got = await stream(dut, items)
                 assert len(got) == len(items), f"{b} bits: {len(got)} outputs for {len(items)} inputs"
                 e = ou.container_bits(b)
-                for it, (code, tag) in zip(items, got):
+                for it, (code, tag) in zip(items, got, strict=True):
                     assert tag == it["tag"]
                     if not it.get("ok", True):
                         assert code == 0, f"padding column gave code {code}"
@@ -195,7 +195,7 @@ async def pooling_windows(dut):
                     got = await stream(dut, items)
                     assert len(got) == len(windows)
                     e = ou.container_bits(b)
-                    for w, (win, (code, tag)) in enumerate(zip(windows, got)):
+                    for w, (win, (code, tag)) in enumerate(zip(windows, got, strict=True)):
                         want = spec_pool(win, kind, signed or b == 1)
                         model = int(ou.pool_values(np.array(win).reshape(-1, 1), kind, n, e)[0, 0])
                         assert model % (1 << e) == want % (1 << e), (b, kind, n, win, model, want)
