@@ -25,7 +25,7 @@
 //
 // The control signals that accompany an element (valid, weight address and
 // shift, output-row tag) are the same for every FU on one anti-diagonal r+c,
-// so they travel in one shared delay line (`ch_*`) instead of R*C copies of
+// so they travel in one shared delay line (`ch`) instead of R*C copies of
 // identical registers; activations and partial sums are per FU.
 `default_nettype none
 
@@ -122,33 +122,27 @@ module bf_datapath #(
 
     // ---- shared delay line: stage k holds the element issued k+1 cycles ago ----
     reg              ch_vld   [0:NCH-1];
-    reg [WBA-1:0]    ch_waddr [0:NCH-1];
-    reg [4:0]        ch_wsh   [0:NCH-1];
-    reg              ch_first [0:NCH-1];
-    reg              ch_last  [0:NCH-1];
-    reg              ch_ow    [0:NCH-1];
-    reg [OBA-1:0]    ch_orow  [0:NCH-1];
-    reg [3:0]        ch_ev    [0:NCH-1];
-    reg [4:0]        ch_pk    [0:NCH-1];    // {pslot, oslot, pl, pf, fin}
-    reg [OBF-1:0]    ch_prow  [0:NCH-1];
+    // the fields travel packed in one word per stage (one copy per stage and cycle):
+    // {prow, pslot, oslot, pl, pf, fin, ev[3:0], orow, ow, last, first, wsh[4:0], waddr}
+    localparam integer F_WSH = WBA, F_FIRST = WBA + 5, F_LAST = F_FIRST + 1, F_OW = F_LAST + 1,
+                       F_OROW = F_OW + 1, F_EV = F_OROW + OBA, F_FIN = F_EV + 4, F_PF = F_FIN + 1,
+                       F_PL = F_PF + 1, F_OSLOT = F_PL + 1, F_PSLOT = F_OSLOT + 1, F_PROW = F_PSLOT + 1,
+                       CW = F_PROW + OBF;
+    reg [CW-1:0]     ch       [0:NCH-1];
     reg [OUL-1:0]    fin_d;                 // the tile-finished event, delayed by the output unit
     integer k;
     always @(posedge clk) begin
         ch_vld[0] <= iss_vld;
-        ch_waddr[0] <= iss_waddr; ch_wsh[0] <= iss_wsh; ch_first[0] <= iss_first; ch_last[0] <= iss_last;
-        ch_ow[0] <= iss_ow; ch_orow[0] <= iss_orow; ch_ev[0] <= iss_ev;
-        ch_pk[0] <= {iss_pslot, iss_oslot, iss_pl, iss_pf, iss_fin}; ch_prow[0] <= iss_prow;
+        ch[0] <= {iss_prow, iss_pslot, iss_oslot, iss_pl, iss_pf, iss_fin, iss_ev, iss_orow, iss_ow, iss_last,
+                  iss_first, iss_wsh, iss_waddr};
         for (k = 1; k < NCH; k = k + 1) begin
             ch_vld[k] <= ch_vld[k-1];
-            if (ch_vld[k-1]) begin
-                ch_waddr[k] <= ch_waddr[k-1]; ch_wsh[k] <= ch_wsh[k-1]; ch_first[k] <= ch_first[k-1];
-                ch_last[k] <= ch_last[k-1]; ch_ow[k] <= ch_ow[k-1]; ch_orow[k] <= ch_orow[k-1];
-                ch_ev[k] <= ch_ev[k-1]; ch_pk[k] <= ch_pk[k-1]; ch_prow[k] <= ch_prow[k-1];
-            end
+            if (ch_vld[k-1]) ch[k] <= ch[k-1];
         end
-        fin_d <= {fin_d[OUL-2:0], ch_vld[NCH-1] && ch_ev[NCH-1][2]};
+        fin_d <= {fin_d[OUL-2:0], ch_vld[NCH-1] && ch[NCH-1][F_EV + 2]};
     end
-    assign ev_out = {ch_vld[NCH-1] && ch_ev[NCH-1][3], fin_d[OUL-1], ch_vld[NCH-1] ? ch_ev[NCH-1][1:0] : 2'b00};
+    assign ev_out = {ch_vld[NCH-1] && ch[NCH-1][F_EV + 3], fin_d[OUL-1],
+                     ch_vld[NCH-1] ? ch[NCH-1][F_EV +: 2] : 2'b00};
 
     // ---- per-row skew of the IBUF read: row r reads r cycles after issue ----
     reg             rd_vld   [0:R-1];
@@ -182,7 +176,7 @@ module bf_datapath #(
                 if (c > 0) begin : fwd
                     always @(posedge clk) if (ch_vld[r+c-1]) areg[r*C+c] <= areg[r*C+c-1];
                 end
-                wire [31:0] wword = wbuf[WBF'(ch_waddr[r+c]) * WBF'(RC) + WBF'(r*C+c)];
+                wire [31:0] wword = wbuf[WBF'(ch[r+c][0 +: WBA]) * WBF'(RC) + WBF'(r*C+c)];
                 wire signed [31:0] pin;
                 if (r == 0) begin : top
                     assign pin = 32'sd0;
@@ -190,7 +184,7 @@ module bf_datapath #(
                     assign pin = psum[(r-1)*C+c];
                 end
                 bf_fusion_unit fu (
-                    .clk(clk), .en(ch_vld[r+c]), .a(areg[r*C+c]), .w(wword >> ch_wsh[r+c]),
+                    .clk(clk), .en(ch_vld[r+c]), .a(areg[r*C+c]), .w(wword >> ch[r+c][F_WSH +: 5]),
                     .cfg_aoff(cfg_aoff), .cfg_woff(cfg_woff), .cfg_asg(cfg_asg), .cfg_wsg(cfg_wsg),
                     .cfg_sh(cfg_sh), .psum_in(pin), .psum_out(psum[r*C+c]));
             end
@@ -221,9 +215,9 @@ module bf_datapath #(
             for (fc = C - 1; fc >= 0; fc = fc - 1) begin
                 /*verilator unroll_disable*/
                 if (ch_vld[fr+fc]) begin
-                    fwa = WBF'(ch_waddr[fr+fc]) * WBF'(RC) + WBF'(fr*C+fc);
+                    fwa = WBF'(ch[fr+fc][0 +: WBA]) * WBF'(RC) + WBF'(fr*C+fc);
                     psum[fr*C+fc] = ((fr == 0) ? 32'sd0 : psum[(fr-1)*C+fc]) +
-                                    fu_dot(areg[fr*C+fc], wbuf[fwa] >> ch_wsh[fr+fc], cfg_aoff, cfg_woff,
+                                    fu_dot(areg[fr*C+fc], wbuf[fwa] >> ch[fr+fc][F_WSH +: 5], cfg_aoff, cfg_woff,
                                            cfg_asg, cfg_wsg, cfg_sh);
                     if (fr == R - 1) psum_bot[fc] <= psum[fr*C+fc];
                     if (fc + 1 < C) areg[fr*C+fc+1] = areg[fr*C+fc];
@@ -263,22 +257,24 @@ module bf_datapath #(
     reg [OBF-1:0]     boa, pwa;
     reg [PBF-1:0]     pba;
     reg [15:0]        cbit;
+    reg [CW-1:0]      cb;
     always @(posedge clk) begin
         for (bc = 0; bc < C; bc = bc + 1) begin
             /*verilator unroll_disable*/
             bot_v[bc] <= 1'b0;
             if (ch_vld[R+bc]) begin
-                bs = (ch_first[R+bc] ? 32'sd0 : acc[bc]) + bot_in[bc];
+                cb = ch[R+bc];
+                bs = (cb[F_FIRST] ? 32'sd0 : acc[bc]) + bot_in[bc];
                 acc[bc] <= bs;
-                if (ch_last[R+bc]) begin
-                    boa = OBF'(ch_orow[R+bc]) * OBF'(C) + OBF'(bc);
-                    tot = (ch_ow[R+bc] ? 32'sd0 : obuf[boa]) + bs;
-                    if (pk_mode && ch_pk[R+bc][0]) begin
+                if (cb[F_LAST]) begin
+                    boa = OBF'(cb[F_OROW +: OBA]) * OBF'(C) + OBF'(bc);
+                    tot = (cb[F_OW] ? 32'sd0 : obuf[boa]) + bs;
+                    if (pk_mode && cb[F_FIN]) begin
                         cbit = 16'(bc) * 16'(o_eo);
-                        pwa = (ch_pk[R+bc][3] ? OBF'(OB_DEPTH / 2 * C) : {OBF{1'b0}}) + pk_base +
-                              ch_prow[R+bc] * pk_pitch + OBF'(cbit >> 5);
-                        pba = (ch_pk[R+bc][4] ? PBF'(PBW) : {PBF{1'b0}}) + PBF'(3 * bc);
-                        bot_v[bc] <= 1'b1; bot_tot[bc] <= tot; bot_pfl[bc] <= ch_pk[R+bc][2:1];
+                        pwa = (cb[F_OSLOT] ? OBF'(OB_DEPTH / 2 * C) : {OBF{1'b0}}) + pk_base +
+                              cb[F_PROW +: OBF] * pk_pitch + OBF'(cbit >> 5);
+                        pba = (cb[F_PSLOT] ? PBF'(PBW) : {PBF{1'b0}}) + PBF'(3 * bc);
+                        bot_v[bc] <= 1'b1; bot_tot[bc] <= tot; bot_pfl[bc] <= {cb[F_PL], cb[F_PF]};
                         bot_tag[bc] <= {pwa, cbit[4:0]};
                         bot_b[bc] <= pbuf[pba]; bot_m[bc] <= pbuf[pba + PBF'(1)]; bot_s[bc] <= pbuf[pba + PBF'(2)];
                     end else begin
@@ -357,39 +353,43 @@ module bf_out_unit #(
     end
 
     wire [5:0]  eo = (out_bits == 4'd0) ? 6'd32 : (out_bits <= 4'd2) ? 6'd2 : (out_bits <= 4'd4) ? 6'd4 : 6'd8;
+    wire [31:0] emask = (eo == 6'd32) ? 32'hFFFFFFFF : ((32'd1 << eo) - 32'd1);
+    // stage 2 works only on a valid value (blocking temporaries inside the clocked block)
     reg signed [65:0] r, lo, hi;
     reg signed [33:0] y, pnew;
     reg signed [63:0] xx, q;
     reg [31:0]        val;
-    always @* begin
-        r = (t1 >>> sh1) + ((t1 >>> (sh1 - 6'd1)) & 66'sd1);
-        if (relu && r < 0) r = 66'sd0;
-        lo = out_signed ? -(66'sd1 <<< (out_bits - 4'd1)) : 66'sd0;
-        hi = out_signed ? (66'sd1 <<< (out_bits - 4'd1)) - 66'sd1 : (66'sd1 <<< out_bits) - 66'sd1;
-        if (out_bits == 4'd0)
-            y = 34'($signed(s1[31:0]));
-        else if (out_bits == 4'd1)
-            y = (s1 >= 0) ? 34'sd1 : -34'sd1;
-        else
-            y = (r < lo) ? 34'(lo) : (r > hi) ? 34'(hi) : 34'(r);
-        if (pf1 || pool == 2'd0)
-            pnew = y;
-        else if (pool == 2'd1)
-            pnew = (y > pacc) ? y : pacc;
-        else
-            pnew = pacc + y;
-        xx = (64'(pnew) <<< 1) + $signed(64'(pool_n) + (64'(pool_n) << eo));
-        q = ((xx * $signed({44'd0, recip_m})) >>> recip_k) - (64'sd1 <<< (eo - 6'd1));
-        val = (pool == 2'd2) ? q[31:0] : pnew[31:0];
-    end
-
-    wire [31:0] emask = (eo == 6'd32) ? 32'hFFFFFFFF : ((32'd1 << eo) - 32'd1);
     always @(posedge clk) begin
         out_v <= v1 && pl1;
         if (v1) begin
+            r = (t1 >>> sh1) + ((t1 >>> (sh1 - 6'd1)) & 66'sd1);
+            if (relu && r < 0) r = 66'sd0;
+            lo = out_signed ? -(66'sd1 <<< (out_bits - 4'd1)) : 66'sd0;
+            hi = out_signed ? (66'sd1 <<< (out_bits - 4'd1)) - 66'sd1 : (66'sd1 <<< out_bits) - 66'sd1;
+            if (out_bits == 4'd0)
+                y = 34'($signed(s1[31:0]));
+            else if (out_bits == 4'd1)
+                y = (s1 >= 0) ? 34'sd1 : -34'sd1;
+            else
+                y = (r < lo) ? 34'(lo) : (r > hi) ? 34'(hi) : 34'(r);
+            if (pf1 || pool == 2'd0)
+                pnew = y;
+            else if (pool == 2'd1)
+                pnew = (y > pacc) ? y : pacc;
+            else
+                pnew = pacc + y;
             pacc <= pnew;
-            out_code <= ok1 ? (val & emask) : 32'd0;
-            out_tag <= tag1;
+            if (pl1) begin
+                if (pool == 2'd2) begin
+                    xx = (64'(pnew) <<< 1) + $signed(64'(pool_n) + (64'(pool_n) << eo));
+                    q = ((xx * $signed({44'd0, recip_m})) >>> recip_k) - (64'sd1 <<< (eo - 6'd1));
+                    val = q[31:0];
+                end else begin
+                    val = pnew[31:0];
+                end
+                out_code <= ok1 ? (val & emask) : 32'd0;
+                out_tag <= tag1;
+            end
         end
     end
 endmodule
