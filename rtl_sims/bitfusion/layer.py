@@ -258,7 +258,8 @@ def compile_layer(cfg: cc.ArrayConfig, op: str, shape, qa: int, qw: int, weights
                   y_pitch: int | None = None, a_pitch: int | None = None, in_positions=None,
                   plan: cc.Plan | None = None) -> LayerProgram:
     """Compile one layer; addresses are 32-bit word addresses, ``a_base`` a whole number of
-    DRAM beats.  ``y_base`` defaults to after the input, ``w_base`` (weights, then the output
+    DRAM beats (``y_base`` may be any word; on a whole beat the model's count of store beats
+    is exact).  ``y_base`` defaults to after the input, ``w_base`` (weights, then the output
     unit's parameters) to after the output.  ``shape``: matmul (N, M, K), conv2d
     (N, C, H, W, K, KS, S, P, G); ``weights`` (M, K) / (K, C/G, KS, KS); bias, mult, shift one
     per output channel.  ``in_positions`` (matmul): the element index of every input feature
