@@ -2,9 +2,13 @@
 
 - tests/cocotb_bitfusion/test_fu.py: one Fusion Unit (``bf_fu_wrap``) in every
   precision mode, signed and unsigned, against rtl_sims/bitfusion/fu_model.py;
+- tests/cocotb_bitfusion/test_outunit.py: the output unit (``bf_out_unit``) alone:
+  requantisation for out_bits 0..8, signed and unsigned, ReLU, rounding edges,
+  saturation, padding columns, max / avg pooling windows, against
+  ``kernels.reference`` and rtl_sims/bitfusion/outunit.py;
 - tests/cocotb_bitfusion/test_array.py: the whole accelerator (``bf_top``) built
   from bf_fusion_unit instances (``BF_FU_INSTANCES``) with a small array, running
-  compiled GEMMs / convolutions against the NumPy reference.
+  compiled GEMMs / convolutions and packed-output layers against the NumPy reference.
 """
 
 from __future__ import annotations
@@ -104,6 +108,11 @@ def test_fusion_unit_every_mode(verilator_on_path, monkeypatch, tmp_path):
          tmp_path)
 
 
+def test_output_unit_every_width(verilator_on_path, monkeypatch, tmp_path):
+    _run("bf_out_unit", [RTL_DIR / "bf_datapath.v"], "test_outunit", {}, {}, {}, 2, verilator_on_path, monkeypatch,
+         tmp_path)
+
+
 def test_array_small_gemms(verilator_on_path, monkeypatch, tmp_path):
     _run("bf_top", list(bft.RTL), "test_array", {"BF_FU_INSTANCES": 1}, SMALL.verilog_params(),
-         {"MICO_BF_CFG": json.dumps(SMALL.to_dict())}, 2, verilator_on_path, monkeypatch, tmp_path)
+         {"MICO_BF_CFG": json.dumps(SMALL.to_dict())}, 3, verilator_on_path, monkeypatch, tmp_path)

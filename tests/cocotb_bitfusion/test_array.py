@@ -3,9 +3,11 @@
 
 Run by tests/test_bitfusion_cocotb.py with a small array (parameters in the
 environment).  A Python DRAM model serves the DMA port (one beat per cycle,
-fixed latency); programs and DRAM images come from the compiler
-(rtl_sims/bitfusion/compiler.py), outputs are checked against the NumPy
-reference for every loop order and ring configuration, all precisions.
+fixed latency, byte strobes on writes); programs and DRAM images come from
+the compiler (rtl_sims/bitfusion/compiler.py, layer.py), outputs are checked
+against the NumPy reference for every loop order and ring configuration, all
+precisions; layers with the output unit (requantised, pooled, packed rows)
+for odd widths and unsigned values too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kernels import reference  # noqa: E402
+from rtl_sims.bitfusion import layer as L  # noqa: E402
 from rtl_sims.bitfusion.compiler import ArrayConfig, candidates, compile_kernel, kernel_gemm  # noqa: E402
 
 CFG = ArrayConfig(**json.loads(os.environ["MICO_BF_CFG"]))
@@ -82,11 +85,14 @@ async def run_program(dut, program: list[int], dram: np.ndarray, latency: int, m
             we = int(dut.dram_req_we.value)
             beat = int(dut.dram_req_addr.value)
             wdata = int(dut.dram_req_wdata.value) if we else 0
+            strb = int(dut.dram_req_wstrb.value) if we else 0
         await RisingEdge(dut.clk)
         if req:
             if we:
                 for j in range(WPB):
-                    dram[beat * WPB + j] = (wdata >> (32 * j)) & 0xFFFFFFFF
+                    keep = sum(0xFF << (8 * i) for i in range(4) if not strb >> (4 * j + i) & 1)
+                    new = (wdata >> (32 * j)) & 0xFFFFFFFF
+                    dram[beat * WPB + j] = (int(dram[beat * WPB + j]) & keep) | (new & ~keep & 0xFFFFFFFF)
             else:
                 queue.append((cyc + latency, beat))
         cyc += 1
@@ -151,3 +157,56 @@ async def gemm_tiles_and_conv(dut):
     for op, shape, qa, qw in cases:
         total += await check_kernel(dut, op, shape, qa, qw, rng.randint(1, 1 << 30), plans_per_kernel=2)
     dut._log.info("%d programs checked", total)
+
+
+def _vals(rng: np.random.Generator, b: int, shape, signed: bool = True) -> np.ndarray:
+    lo, hi = L.value_range(b, signed)
+    if b == 1:
+        return rng.choice(np.array([-1, 1]), size=shape)
+    return rng.integers(lo, hi + 1, size=shape)
+
+
+@cocotb.test()
+async def packed_layers(dut):
+    """Layers with the output unit: requantised, ReLU, pooled, packed rows in DRAM (byte strobes);
+    widths 1..8 (odd ones on their container's bricks), unsigned in / out, groups, several tilings."""
+    await reset(dut)
+    rng = np.random.default_rng(23)
+    cases = [("matmul", (6, 9, 40), 8, 8, 8, True, None), ("matmul", (5, 7, 70), 3, 5, 3, False, None),
+             ("matmul", (9, 4, 33), 2, 2, 1, True, None), ("matmul", (4, 6, 20), 7, 1, 0, True, None),
+             ("conv2d", (1, 3, 5, 5, 5, 3, 1, 1, 1), 4, 4, 2, False, ("max", 2, 2)),
+             ("conv2d", (1, 4, 4, 5, 4, 3, 1, 1, 2), 6, 2, 5, True, ("avg", 2, 1)),
+             ("conv2d", (1, 2, 4, 4, 8, 1, 1, 0, 1), 1, 8, 4, True, None)]
+    total = 0
+    for op, shape, qa, qw, ob, osg, pool in cases:
+        asg = bool(rng.integers(0, 2)) if qa >= 2 else True
+        if op == "matmul":
+            x, w, nch = _vals(rng, qa, (shape[0], shape[2]), asg), _vals(rng, qw, (shape[1], shape[2])), shape[1]
+        else:
+            x, nch = _vals(rng, qa, shape[:4], asg), shape[4]
+            w = _vals(rng, qw, (shape[4], shape[1] // shape[8], shape[5], shape[5]))
+        bias = rng.integers(-200, 200, nch)
+        mult = rng.integers(1 << 30, 1 << 31, nch)
+        shift = rng.integers(30, 37, nch)
+        relu = ob > 0 and bool(rng.integers(0, 2))
+        want = L.reference_output(op, shape, x, w, bias, mult, shift, relu, ob, osg, pool)
+        first = L.compile_layer(CFG, op, shape, qa, qw, w, bias, mult, shift, relu, ob, osg, pool, 0, a_signed=asg)
+        gemm = first.plan.gemm
+        plans = {}
+        for p in candidates(CFG, gemm, first.plan.out, first.plan.rows_a):
+            plans.setdefault((p.order, p.oslots, p.k_tiles > 1), p)
+        for plan in list(plans.values())[:3]:
+            lp = L.compile_layer(CFG, op, shape, qa, qw, w, bias, mult, shift, relu, ob, osg, pool, 0,
+                                 a_signed=asg, plan=plan)
+            lay = lp.layout
+            dram = np.full(lay.end + 2 * WPB, 0xDEADBEEF, dtype=np.uint64)
+            a_img = lp.input_image(x)
+            dram[lay.a_base:lay.a_base + a_img.size] = a_img
+            dram[lay.w_base:lay.w_base + lp.w_img.size] = lp.w_img
+            dram[lay.p_base:lay.p_base + lp.p_img.size] = lp.p_img
+            await run_program(dut, lp.program, dram, CFG.dram_latency)
+            got = lp.outputs(dram[lay.y_base:lay.y_base + lay.y_words].astype(np.uint32))
+            assert np.array_equal(got, want), f"{op} {shape} {qa}x{qw} -> {ob} bits, plan {plan.describe()}"
+            total += 1
+    dut._log.info("%d packed layers checked", total)
+    assert total >= 10

@@ -11,7 +11,8 @@
 //               u64 perf (compute, load, store, beats), out words (last repeat)
 //   0x23 READ   u32 word address, u32 words -> words
 // The DRAM model accepts one request (a DMA_BITS beat) per cycle and returns
-// read data `latency` cycles after the request was accepted, in order.
+// read data `latency` cycles after the request was accepted, in order; writes
+// take the bytes whose strobe is set (dram_req_wstrb, one bit per byte).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -165,6 +166,15 @@ static inline void get_wdata(uint32_t *w) {
 #endif
 }
 
+static inline void get_wstrb(uint8_t *m) {
+#if TB_DMA_BITS > 512
+    for (uint32_t i = 0; i < TB_DMA_BITS / 8; i++) m[i] = (top->dram_req_wstrb[i / 32] >> (i % 32)) & 1;
+#else
+    uint64_t v = (uint64_t)top->dram_req_wstrb;
+    for (uint32_t i = 0; i < TB_DMA_BITS / 8; i++) m[i] = (v >> i) & 1;
+#endif
+}
+
 static void edge() {
     top->clk = 1;
     top->eval();
@@ -212,7 +222,11 @@ static int run_once(uint32_t latency, uint64_t max_cycles, uint64_t *cycles, std
         bool we = top->dram_req_we;
         uint64_t beat = top->dram_req_addr;
         uint32_t wd[32];
-        if (req && we) get_wdata(wd);
+        uint8_t strb[128];
+        if (req && we) {
+            get_wdata(wd);
+            get_wstrb(strb);
+        }
         top->clk = 1;
         top->eval();
         if (req) {
@@ -221,7 +235,12 @@ static int run_once(uint32_t latency, uint64_t max_cycles, uint64_t *cycles, std
                 hw_reset();
                 return 3;
             }
-            if (we) memcpy(&dram[beat * WPB], wd, WPB * 4);
+            if (we) {
+                uint8_t *dst = (uint8_t *)&dram[beat * WPB];
+                const uint8_t *src = (const uint8_t *)wd;
+                for (uint32_t i = 0; i < WPB * 4; i++)
+                    if (strb[i]) dst[i] = src[i];
+            }
             else q.push_back({cyc + latency, beat});
         }
         top->clk = 0;
