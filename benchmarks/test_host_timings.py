@@ -87,7 +87,7 @@ def test_proxy_fit_and_predict(benchmark, model):
 
 
 def test_codegen(benchmark):
-    from mpq import codegen
+    from kernels.ir import codegen
     from tests.test_codegen import random_model
 
     m = random_model(np.random.default_rng(0), [(8, 8), (4, 4), (2, 2), (8, 8)])

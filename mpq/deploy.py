@@ -168,7 +168,12 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
         ref = np.asarray(imodel.forward_int(xq), dtype=np.int64)
         fq_logits = qmodel(x)
     xq_np = np.asarray(xq, dtype=np.int8).reshape(len(y), -1)
+    from .memory import check_fits, model_memory
+
+    need = model_memory(gen, image)
     with target.session() as session:
+        if image is not None:
+            check_fits(need, session.hello, target_name, target.params.get("mem_kib"))
         try:
             run = run_on_device(session, graph, xq_np, image, progress, f"deploy on {target_name}")
         except MeasureError as e:
@@ -233,7 +238,7 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
             "layers": layers, "mode": mode,
         },
         "image_bytes": len(image) if image is not None else None, "scratch_bytes": gen.scratch_bytes,
-        "activation_bytes": gen.act_bytes, "compile_s": compile_s,
+        "activation_bytes": gen.act_bytes, "memory": need.to_dict(), "compile_s": compile_s,
         "bits": [list(b) for b in graph.scheme],
     }
     budget = scheme.get("budget") or {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .models import Layer, QuantModel
+from .models import QuantModel
 
 
 @torch.no_grad()
@@ -36,19 +36,23 @@ def fold_bn_into(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
 
 def fold_model(model: QuantModel, structure_only: bool = False) -> QuantModel:
     """Fold every BN of a :class:`QuantModel` into its layer (in place) and
-    replace it by ``nn.Identity``.  ``structure_only`` just drops the BNs (used
-    before loading a state dict saved from a folded model).  Returns ``model``."""
-    for step in model.plan:
-        if isinstance(step, Layer) and step.bn is not None:
+    replace it by ``nn.Identity``.  ``structure_only`` just drops the BNs and gives
+    bias-free layers the (zero) bias folding would add (used before loading a state
+    dict saved from a folded model).  Returns ``model``."""
+    for step in model.layer_steps():
+        if step.bn is not None:
             bn = getattr(model, step.bn)
             if isinstance(bn, nn.Identity):
                 continue
+            layer = getattr(model, step.name)
             if not structure_only:
-                fold_bn_into(getattr(model, step.name), bn)
+                fold_bn_into(layer, bn)
+            elif layer.bias is None:
+                layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0], dtype=layer.weight.dtype))
             setattr(model, step.bn, nn.Identity())
     return model
 
 
 def is_folded(model: QuantModel) -> bool:
     return all(not isinstance(getattr(model, s.bn), nn.modules.batchnorm._BatchNorm)
-               for s in model.plan if isinstance(s, Layer) and s.bn is not None)
+               for s in model.layer_steps() if s.bn is not None)

@@ -2,7 +2,11 @@
 
 harness/ must not import mpq/, so the plans find these functions through the
 ``mico.plans`` entry-point group: ``zoo`` (kernel shapes), ``zoo-layers`` and
-``model`` (layer-mode specs: every layer at every bit-width a scheme can give it).
+``model`` (layer-mode specs: every layer at every bit-width a scheme can give it).  Every model is lowered at the input shape
+of every dataset it can take (the default digits, MNIST's 28x28, and whatever
+``mpq.datasets.dataset_shape`` knows), so the plan holds every kernel a zoo
+model runs: dense, grouped and depthwise convs, conv1d (as its 1x1 conv2d
+after the unfold) and linear layers.
 """
 
 from __future__ import annotations
@@ -13,24 +17,37 @@ from harness.errors import UserError
 from harness.spec import KernelSpec
 from kernels.reference import BITS
 
-from .models import DATASET_HW, MODELS, get_model
+from .models import DATASET_HW, MODELS, build_model, dataset_input, get_model
 
 
-def _models() -> list:
-    out, seen_hw = [], set()
-    for dataset, hw in DATASET_HW.items():
-        if hw in seen_hw:
-            continue
-        seen_hw.add(hw)
-        out += [get_model(name, dataset) for name in MODELS]
-    return out
+def zoo_datasets() -> list[str]:
+    """The datasets whose input shapes the zoo plan covers."""
+    names = list(DATASET_HW)
+    try:
+        from .datasets import DATASETS, dataset_shape  # noqa: F401
+    except ImportError:
+        return names
+    return names + [d for d in DATASETS if d not in names]
 
 
 def zoo_shapes(batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
-    """(op, shape) of every quantisable layer of every built-in model and dataset size."""
+    """(op, shape) of every quantisable layer of every built-in model and dataset shape."""
     out: set[tuple[str, tuple[int, ...]]] = set()
-    for m in _models():
-        out.update((s.op, s.shape) for s in m.lower().specs(batch))
+    seen = set()
+    for dataset in zoo_datasets():
+        try:
+            key = dataset_input(dataset)
+        except UserError:
+            continue
+        if key in seen:
+            continue
+        seen.add(key)
+        for name in MODELS:
+            try:
+                model = build_model(name, *key)
+            except UserError:
+                continue                     # an image model on sequences, or the other way round
+            out.update((s.op, s.shape) for s in model.lower().specs(batch))
     return sorted(out)
 
 
@@ -55,9 +72,10 @@ def model_layer_specs(model) -> list[KernelSpec]:
 
 
 def zoo_layer_specs() -> list[KernelSpec]:
-    """Layer-mode specs of every layer of every built-in model (plan ``zoo`` in layer mode)."""
+    """Layer-mode specs of every layer of every built-in model at its default input (plan
+    ``zoo`` in layer mode; every dataset shape times every bit-width would be far too many)."""
     out: dict[tuple, KernelSpec] = {}
-    for m in _models():
+    for m in (get_model(name, "digits") for name in sorted(MODELS)):
         for s in model_layer_specs(m):
             out.setdefault(s.key(), s)
     return sorted(out.values())

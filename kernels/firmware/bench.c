@@ -54,6 +54,8 @@ static mico_model_header model_hdr;
 static const mico_api api = {
     MICO_MODEL_ABI, hal_timer, mico_pack, mico_matmul_scratch, BENCH_MATMUL, mico_conv_scratch,
     BENCH_CONV2D, mico_requant, mico_maxpool, mico_avgpool,
+    mico_requant_clip, mico_add, mico_copy_i8, mico_channel_shuffle, mico_unfold1d, mico_maxpool_pad,
+    mico_avgpool_pad, mico_adaptive_avgpool, mico_gconv2d,
 };
 
 static uint32_t rd32(const uint8_t *p) {

@@ -13,7 +13,7 @@
 #include "mico_kernels.h"
 
 #define MICO_MODEL_MAGIC 0x4D43494Du /* "MICM" */
-#define MICO_MODEL_ABI 1
+#define MICO_MODEL_ABI 2
 /* The entry is the first function of the code, which starts at a 16-byte
  * boundary after the header (the model linker script, blob.ld); the loader refuses any
  * other entry_offset (inside the header, misaligned, past the image). */
@@ -35,6 +35,21 @@ typedef struct mico_api {
                     uint32_t KS, uint32_t S);
     void (*avgpool)(const int8_t *X, int8_t *Y, uint32_t N, uint32_t C, uint32_t H, uint32_t W,
                     uint32_t KS, uint32_t S);
+    /* ABI 2: the model zoo's ops (mico_kernels.h, "model-zoo kernels") */
+    void (*requant_clip)(const int32_t *acc, int8_t *out, uint32_t count, uint32_t channels, uint32_t inner,
+                         const int32_t *bias, const int32_t *mult, const uint8_t *shift, int relu, int out_bits,
+                         int32_t hi);
+    void (*add)(const int8_t *x1, const int8_t *x2, int8_t *y, uint32_t n, int32_t m1, int32_t m2,
+                uint32_t shift, int relu, int out_bits, int32_t hi);
+    void (*copy)(const int8_t *src, int8_t *dst, uint32_t n);
+    void (*channel_shuffle)(const int8_t *X, int8_t *Y, uint32_t C, uint32_t HW, uint32_t G);
+    void (*unfold1d)(const int8_t *X, int8_t *Y, uint32_t C, uint32_t L, uint32_t KS, uint32_t S, uint32_t P);
+    void (*maxpool_pad)(const int8_t *X, int8_t *Y, const mico_pool_shape *s);
+    void (*avgpool_pad)(const int8_t *X, int8_t *Y, const mico_pool_shape *s);
+    void (*adaptive_avgpool)(const int8_t *X, int8_t *Y, uint32_t C, uint32_t H, uint32_t W, uint32_t OH,
+                             uint32_t OW);
+    void (*gconv2d)(const int8_t *X, const uint32_t *Wt, int32_t *Y, const mico_conv_shape *s, int qw,
+                    void *scratch);
 } mico_api;
 
 typedef int32_t (*mico_model_entry)(const mico_api *api, const int8_t *input, int32_t *output,

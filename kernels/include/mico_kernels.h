@@ -202,4 +202,80 @@ uint32_t mico_crc32(uint32_t crc, const void *data, size_t len);
 #ifdef __cplusplus
 }
 #endif
+
+/* ==== model-zoo kernels (appended; kernels/src/eltwise.c, layout.c, pool_ext.c, gconv.c) ====
+ * They work on int8 VALUES (one code per byte, as the generated models keep
+ * their activations), N = 1 image unless a shape says otherwise.
+ * Exact semantics: docs/formats.md, section "Ops of the layer IR". */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* floor(t / 2^s) without the implementation-defined >> of negative values */
+static inline int64_t mico_asr64(int64_t t, uint32_t s) {
+    return t >= 0 ? (t >> s) : ~((~t) >> s);
+}
+
+/* The one rounding of every requantisation: (t + 2^(s-1)) >> s (arithmetic,
+ * computed without overflowing the addition), then ReLU, then clamp to [lo, hi]. */
+static inline int32_t mico_round_shift(int64_t t, uint32_t s, int relu, int32_t lo, int32_t hi) {
+    int64_t r = mico_asr64(t, s) + (mico_asr64(t, s - 1u) & 1);
+    if (relu && r < 0)
+        r = 0;
+    if (r < lo)
+        r = lo;
+    if (r > hi)
+        r = hi;
+    return (int32_t)r;
+}
+
+/* mico_requant with an extra upper clamp at the code `hi` (ReLU6: the code of
+ * 6.0): y = min(requant(acc), hi); out_bits == 1 ignores hi (sign). */
+void mico_requant_clip(const int32_t *acc, int8_t *out, uint32_t count,
+                       uint32_t channels, uint32_t inner,
+                       const int32_t *bias, const int32_t *mult, const uint8_t *shift,
+                       int relu, int out_bits, int32_t hi);
+
+/* Residual add / rescale of code tensors, n elements:
+ *   t = (int64)x1[i] * m1 + (int64)x2[i] * m2      (x2 == NULL: t = x1[i] * m1)
+ *   out_bits >= 2: y = clamp(relu((t + 2^(shift-1)) >> shift), lo_b, min(hi, hi_b))
+ *   out_bits == 1: y = t >= 0 ? +1 : -1
+ * (m1, m2 >= 0, shift in 1..62): requantisation with multiplier 1 of t. */
+void mico_add(const int8_t *x1, const int8_t *x2, int8_t *y, uint32_t n, int32_t m1, int32_t m2,
+              uint32_t shift, int relu, int out_bits, int32_t hi);
+
+/* dst[i] = src[i] (concatenation of NCHW tensors along C is one copy per input) */
+void mico_copy_i8(const int8_t *src, int8_t *dst, uint32_t n);
+/* channel shuffle (ShuffleNet): Y[(k*G + g)*HW + p] = X[(g*(C/G) + k)*HW + p] */
+void mico_channel_shuffle(const int8_t *X, int8_t *Y, uint32_t C, uint32_t HW, uint32_t G);
+/* 1-D im2col of X[C][L]: Y[(c*KS + j)*OL + o] = X[c][o*S + j - P] (0 outside),
+ * OL = (L + 2P - KS)/S + 1 -- a conv1d is this followed by a 1x1 conv2d */
+void mico_unfold1d(const int8_t *X, int8_t *Y, uint32_t C, uint32_t L, uint32_t KS, uint32_t S, uint32_t P);
+
+/* pooling with rectangular windows and zero padding (NCHW, N = 1):
+ * OH = (H + 2PH - KH)/SH + 1, OW likewise; max ignores the padding (the window
+ * is clipped to the image), avg counts it as value 0 and divides by KH*KW,
+ * rounding half up: floor((2*sum + cnt) / (2*cnt)) */
+typedef struct {
+    uint32_t C, H, W;
+    uint32_t KH, KW, SH, SW, PH, PW;
+} mico_pool_shape;
+void mico_maxpool_pad(const int8_t *X, int8_t *Y, const mico_pool_shape *s);
+void mico_avgpool_pad(const int8_t *X, int8_t *Y, const mico_pool_shape *s);
+/* adaptive average pooling to OH x OW (global: 1 x 1); window i spans
+ * [floor(i*H/OH), ceil((i+1)*H/OH)) (as torch), mean rounded half up */
+void mico_adaptive_avgpool(const int8_t *X, int8_t *Y, uint32_t C, uint32_t H, uint32_t W,
+                           uint32_t OH, uint32_t OW);
+
+/* Grouped / depthwise conv2d on int8 activation VALUES (not packed) with
+ * packed qw-bit weights (one row of C/G*KS*KS codes per output channel, as
+ * mico_conv2d): same result as mico_conv2d on the packed input.  A direct
+ * loop: fast where the reduction per group is short (depthwise). */
+uint32_t mico_gconv_scratch(const mico_conv_shape *s);
+void mico_gconv2d(const int8_t *X, const uint32_t *Wt, int32_t *Y, const mico_conv_shape *s,
+                  int qw, void *scratch);
+
+#ifdef __cplusplus
+}
+#endif
 #endif

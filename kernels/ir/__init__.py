@@ -9,13 +9,17 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+from .eltwise import Add, Rescale, add_multipliers
 from .emit import EmitContext, c_ident
 from .graph import INPUT, Graph, Node, chain
-from .ops import MAC_OPS, Conv2d, Flatten, Linear, Op, Pool, Scratch
-from .types import IRError, Requant, TensorType
+from .layout import ChannelShuffle, Concat, Reshape, Unfold1d
+from .ops import MAC_OPS, AdaptiveAvgPool, Conv2d, Flatten, Linear, Op, Pool, Scratch
+from .types import IRError, Requant, TensorType, quantize_multiplier
 
-__all__ = ["EmitContext", "c_ident", "INPUT", "Graph", "Node", "chain", "MAC_OPS", "Conv2d", "Flatten", "Linear",
-           "Op", "Pool", "Scratch", "IRError", "Requant", "TensorType", "generator_digest"]
+__all__ = ["Add", "Rescale", "add_multipliers", "EmitContext", "c_ident", "INPUT", "Graph", "Node", "chain",
+           "ChannelShuffle", "Concat", "Reshape", "Unfold1d", "MAC_OPS", "AdaptiveAvgPool", "Conv2d", "Flatten",
+           "Linear", "Op", "Pool", "Scratch", "IRError", "Requant", "TensorType", "quantize_multiplier",
+           "generator_digest"]
 
 
 @lru_cache(maxsize=1)

@@ -127,6 +127,9 @@ class Graph:
         if x.shape[1:] != self.input.shape:
             if x.shape == self.input.shape:
                 x = x[None]
+            elif x.ndim >= 2 and int(np.prod(x.shape[1:])) == self.input.numel and x.ndim != len(self.input.shape) + 1:
+                # another view of the same C-order codes (e.g. 8x8 images fed to a 1-D model as 64 samples)
+                x = x.reshape(x.shape[0], *self.input.shape)
             else:
                 raise IRError(f"the input has shape {x.shape[1:]}, the graph takes {self.input.shape}.")
         lo, hi = self.input.value_range

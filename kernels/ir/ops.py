@@ -19,6 +19,7 @@ import numpy as np
 
 from kernels import reference
 
+from . import pooling
 from .types import IRError, Requant, TensorType
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -105,6 +106,19 @@ def _one(ins: Sequence[TensorType], op: Op) -> TensorType:
 def _check_act(op: Op, t: TensorType, qa: int) -> None:
     if t.bits != qa:
         raise IRError(f"{op.name}: its input carries {t.bits}-bit codes but the op reads qa={qa}.")
+
+
+def _sign_if_one_bit(op: Op, y: np.ndarray) -> np.ndarray:
+    """Averages of 1-bit codes are 1-bit codes again: a rounded mean of 0 is +1 (as
+    ``mico_pack`` and every 1-bit quantiser read it), negative ones -1."""
+    return np.where(y >= 0, 1, -1) if getattr(op, "_one_bit", False) else y
+
+
+def _c_sign_pass(ctx: "EmitContext") -> str:
+    """The C of :func:`_sign_if_one_bit`: ``mico_add`` at 1 bit is the sign, in place."""
+    if ctx.ins[0].bits != 1:
+        return ""
+    return f"\napi->add({ctx.dst}, (const int8_t *)0, {ctx.dst}, {ctx.out.numel}u, 1, 0, 1u, 0, 1, 127);"
 
 
 # ---- MAC ops ------------------------------------------------------------------------------------
@@ -198,15 +212,34 @@ class _MacOp(Op):
     def _rq_body(self, ctx: "EmitContext", count: int, channels: int, inner: int) -> str:
         _, rq = self._require()
         s = ctx.sym
+        if self.out_bits and rq.clip_hi is not None:
+            return (f"api->requant_clip(acc, {ctx.dst}, {count}u, {channels}u, {inner}u, {s}_b, {s}_m, {s}_s, "
+                    f"{int(rq.relu)}, {self.out_bits}, {rq.c_hi});")
         if self.out_bits:
             return (f"api->requant(acc, {ctx.dst}, {count}u, {channels}u, {inner}u, {s}_b, {s}_m, {s}_s, "
                     f"{int(rq.relu)}, {self.out_bits});")
         return f"for (uint32_t i = 0; i < {count}u; i++) {ctx.dst}[i] = acc[i] + {s}_b[i / {inner}u];"
 
 
+#: grouped convs run on ``mico_gconv2d`` (int8 values, direct loops) when each group
+#: has one input channel (depthwise) or a per-group reduction C/G*KS*KS up to this
+#: many taps (a depthwise conv1d after its unfold); wider groups stay on the packed
+#: mico_conv2d, which shares one gathered patch among the group's output channels.
+#: Measured by benchmarks/bench_zoo_gconv.py (results/zoo_gconv.json): depthwise
+#: 3x3 2.2-5.5x faster direct on vexriscv-full, 2-7x on the host; grouped 1x1 with
+#: 20 inputs per group break-even, with 80 five to nine times slower.
+DIRECT_MAX_REDUCTION = 9
+
+
 @dataclass(eq=False)
 class Conv2d(_MacOp):
-    """NCHW conv2d, square kernel, stride, zero padding, groups (DESIGN.md s3)."""
+    """NCHW conv2d, square kernel, stride, zero padding, groups (DESIGN.md s3).
+
+    ``kernel`` picks the C kernel: ``"packed"`` (``mico_conv2d`` on bit-packed
+    planes), ``"direct"`` (``mico_gconv2d`` on int8 values) or ``"auto"``
+    (direct for depthwise convs and groups with a tiny reduction, where the
+    packed path gathers and decodes a few taps per output: see
+    DIRECT_MAX_REDUCTION).  The result is the same; only the speed differs."""
 
     kind: ClassVar[str] = "conv"
     out_channels: int = 1
@@ -214,11 +247,21 @@ class Conv2d(_MacOp):
     stride: int = 1
     pad: int = 0
     groups: int = 1
+    kernel: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
         if min(self.out_channels, self.ks, self.stride, self.groups) < 1 or self.pad < 0:
             raise IRError(f"{self.name}: channels, kernel, stride and groups must be >= 1 and padding >= 0.")
+        if self.kernel not in ("auto", "packed", "direct"):
+            raise IRError(f"{self.name}: kernel {self.kernel!r} is not 'auto', 'packed' or 'direct'.")
+
+    def direct(self, ins: Sequence[TensorType]) -> bool:
+        """True when the generated C runs this conv on ``mico_gconv2d``."""
+        if self.kernel != "auto":
+            return self.kernel == "direct"
+        cg = ins[0].shape[0] // self.groups
+        return self.groups > 1 and (cg == 1 or cg * self.ks * self.ks <= DIRECT_MAX_REDUCTION)
 
     def _dims(self, t: TensorType) -> tuple[int, int, int, int, int]:
         if len(t.shape) != 3:
@@ -271,6 +314,9 @@ class Conv2d(_MacOp):
     def scratch(self, ins, out):
         C, H, W = ins[0].shape
         L = C // self.groups * self.ks * self.ks
+        if self.direct(ins):
+            plane = (H + 2 * self.pad) * (W + 2 * self.pad)
+            return Scratch(acc_words=out.numel, kernel_bytes=((L + 3) & ~3) + ((plane + 3) & ~3))  # mico_gconv_scratch
         w2, w1x2 = reference.words_per_row(L, 2), 2 * reference.words_per_row(L, 1)
         kbytes = ((L + 31) & ~31) + 4 * max(w2, w1x2)      # mico_conv_scratch
         return Scratch(packed_words=C * reference.words_per_row(H * W, self.qa), acc_words=out.numel,
@@ -293,6 +339,11 @@ class Conv2d(_MacOp):
         _, OH, OW = ctx.out.shape
         pw = reference.words_per_row(H * W, self.qa)
         s = ctx.sym
+        if self.direct(ctx.ins):
+            return "\n".join([
+                f"api->gconv2d({ctx.src[0]}, {s}_w, acc, &{s}_shape, {self.qw}, kscratch);",
+                self._rq_body(ctx, self.out_channels * OH * OW, self.out_channels, OH * OW),
+            ])
         return "\n".join([
             f"for (uint32_t c = 0; c < {C}u; c++)",
             f"    api->pack({ctx.src[0]} + c * {H * W}u, {H * W}u, {self.qa}, packed + c * {pw}u);",
@@ -366,33 +417,69 @@ class Linear(_MacOp):
 
 @dataclass(eq=False)
 class Pool(Op):
-    """Max or average pooling of codes (NCHW, square window, no padding).
-    Average rounds half up: floor((2*sum + cnt) / (2*cnt))."""
+    """Max or average pooling of codes, square window, zero padding ``pad``.
+
+    A (C, H, W) input pools both spatial axes; a (C, L) input (1-D models)
+    pools along L with a ``ks``-long window.  Average rounds half up:
+    floor((2*sum + cnt) / (2*cnt)) with ``cnt`` the whole window (padding
+    counts as value 0, torch's ``count_include_pad``); max ignores the padding.
+    ``pad`` is at most ``ks // 2`` (as torch), so every window holds a real value."""
 
     kind: ClassVar[str] = "pool"
     name: str = ""
     mode: str = "max"
     ks: int = 2
     stride: int = 2
+    pad: int = 0
 
     def __post_init__(self):
         if self.mode not in ("max", "avg"):
             raise IRError(f"{self.name}: pooling mode {self.mode!r} is not 'max' or 'avg'.")
         if self.ks < 1 or self.stride < 1:
             raise IRError(f"{self.name}: pooling window and stride must be >= 1.")
+        if not 0 <= self.pad <= self.ks // 2:
+            raise IRError(f"{self.name}: pooling padding {self.pad} must be within 0..{self.ks // 2} (half the window).")
+
+    def window(self, t: TensorType) -> "pooling.Window":
+        """The window of this pool on an input of type ``t`` (1-D inputs pool along L)."""
+        if len(t.shape) == 2:
+            C, L = t.shape
+            return pooling.Window(C, 1, L, 1, self.ks, 1, self.stride, 0, self.pad)
+        C, H, W = t.shape
+        return pooling.Window(C, H, W, self.ks, self.ks, self.stride, self.stride, self.pad, self.pad)
 
     def infer(self, ins):
         t = _one(ins, self)
-        if len(t.shape) != 3 or t.bits == 0:
-            raise IRError(f"{self.name}: pooling needs (C, H, W) codes, got {t.shape} at {t.bits} bits.")
-        C, H, W = t.shape
-        if H < self.ks or W < self.ks:
-            raise IRError(f"{self.name}: the {self.ks}x{self.ks} window does not fit {H}x{W}.")
-        return TensorType((C, (H - self.ks) // self.stride + 1, (W - self.ks) // self.stride + 1), t.bits, t.signed)
+        if len(t.shape) not in (2, 3) or t.bits == 0:
+            raise IRError(f"{self.name}: pooling needs (C, H, W) or (C, L) codes, got {t.shape} at {t.bits} bits.")
+        win = self.window(t)
+        if win.out_h < 1 or win.out_w < 1:
+            raise IRError(f"{self.name}: the {self.ks}x{self.ks} window does not fit {t.shape[1:]}.")
+        self._one_bit = self.mode == "avg" and t.bits == 1       # fixed when the op joins a graph
+        shape = (t.shape[0], win.out_w) if len(t.shape) == 2 else (t.shape[0], win.out_h, win.out_w)
+        return TensorType(shape, t.bits, t.signed)
+
+    def _plain(self, t: TensorType) -> bool:
+        """The unpadded square case runs the original kernels (mico_maxpool / mico_avgpool)."""
+        return self.pad == 0 and len(t.shape) == 3
 
     def run(self, xs):
-        f = reference.maxpool if self.mode == "max" else reference.avgpool
-        return f(xs[0], self.ks, self.stride).astype(np.int64)
+        x = xs[0]
+        if x.ndim == 4 and self.pad == 0:
+            f = reference.maxpool if self.mode == "max" else reference.avgpool
+            return _sign_if_one_bit(self, f(x, self.ks, self.stride).astype(np.int64))
+        win = self.window(TensorType(x.shape[1:]))
+        y = pooling.pool(x.reshape(x.shape[0], win.C, win.H, win.W), self.mode, win)
+        return _sign_if_one_bit(self, y.reshape(x.shape[0], x.shape[1], win.out_w) if x.ndim == 3 else y)
+
+    def cost_terms(self, ins, out):
+        win = self.window(ins[0])
+        return {"elements_in": ins[0].numel, "elements_out": out.numel, "window_reads": out.numel * win.KH * win.KW}
+
+    def c_decls(self, ctx):
+        if self._plain(ctx.ins[0]):
+            return ""
+        return f"static const mico_pool_shape {ctx.sym}_shape = {self.window(ctx.ins[0]).c_init()};"
 
     def spec(self, ins, batch=1, mode="kernel"):
         if mode != "layer":
@@ -400,6 +487,8 @@ class Pool(Op):
         from harness.spec import KernelSpec
 
         t = ins[0]
+        if len(t.shape) != 3 or self.pad:
+            return None     # 1-D and padded pools have no spec kind yet: not modelled (docs/cost-model.md)
         return KernelSpec(f"{self.mode}pool", (batch, *t.shape, self.ks, self.stride), t.bits, 0, "layer", t.bits)
 
     @classmethod
@@ -408,9 +497,60 @@ class Pool(Op):
         return cls(name=spec.op, mode=spec.op[:3], ks=KS, stride=S), TensorType((C, H, W), spec.qa)
 
     def c_body(self, ctx):
+        sign = _c_sign_pass(ctx) if self.mode == "avg" else ""
+        if not self._plain(ctx.ins[0]):
+            return f"api->{self.mode}pool_pad({ctx.src[0]}, {ctx.dst}, &{ctx.sym}_shape);" + sign
         C, H, W = ctx.ins[0].shape
         return (f"api->{self.mode}pool({ctx.src[0]}, {ctx.dst}, 1u, {C}u, {H}u, {W}u, "
-                f"{self.ks}u, {self.stride}u);")
+                f"{self.ks}u, {self.stride}u);" + sign)
+
+
+@dataclass(eq=False)
+class AdaptiveAvgPool(Op):
+    """Average pooling to a fixed output size (global pooling: all ones).
+
+    ``out`` is (OH, OW) for (C, H, W) inputs or (OL,) for (C, L) inputs;
+    window i spans [floor(i*n/out), ceil((i+1)*n/out)) as torch's
+    ``adaptive_avg_pool``; the mean rounds half up as every average pool."""
+
+    kind: ClassVar[str] = "gap"
+    name: str = ""
+    out: tuple[int, ...] = (1, 1)
+
+    def __post_init__(self):
+        self.out = tuple(int(v) for v in self.out)
+        if not self.out or min(self.out) < 1:
+            raise IRError(f"{self.name}: adaptive pooling needs an output size >= 1, got {self.out}.")
+
+    def _hw(self, t: TensorType) -> tuple[int, int, int, int, int]:
+        if len(t.shape) != len(self.out) + 1 or len(self.out) not in (1, 2) or t.bits == 0:
+            raise IRError(f"{self.name}: adaptive pooling to {self.out} needs a {'(C, H, W)' if len(self.out) == 2 else '(C, L)'} "
+                          f"code tensor, got {t.shape} at {t.bits} bits.")
+        C, *hw = t.shape
+        H, W = (1, hw[0]) if len(hw) == 1 else hw
+        OH, OW = (1, self.out[0]) if len(self.out) == 1 else self.out
+        if OH > H or OW > W:
+            raise IRError(f"{self.name}: cannot pool {t.shape[1:]} up to {self.out}.")
+        return C, H, W, OH, OW
+
+    def infer(self, ins):
+        t = _one(ins, self)
+        self._hw(t)
+        self._one_bit = t.bits == 1           # fixed when the op joins a graph
+        return TensorType((t.shape[0], *self.out), t.bits, t.signed)
+
+    def run(self, xs):
+        x = xs[0]
+        C, H, W, OH, OW = self._hw(TensorType(x.shape[1:]))
+        y = pooling.adaptive_avgpool(x.reshape(x.shape[0], C, H, W), OH, OW)
+        return _sign_if_one_bit(self, y.reshape(x.shape[0], C, *self.out))
+
+    def cost_terms(self, ins, out):
+        return {"elements_in": ins[0].numel, "elements_out": out.numel}
+
+    def c_body(self, ctx):
+        C, H, W, OH, OW = self._hw(ctx.ins[0])
+        return f"api->adaptive_avgpool({ctx.src[0]}, {ctx.dst}, {C}u, {H}u, {W}u, {OH}u, {OW}u);" + _c_sign_pass(ctx)
 
 
 @dataclass(eq=False)
@@ -434,4 +574,4 @@ class Flatten(Op):
 
 
 MAC_OPS = (Conv2d, Linear)
-__all__ = ["Op", "Scratch", "Conv2d", "Linear", "Pool", "Flatten", "MAC_OPS"]
+__all__ = ["Op", "Scratch", "Conv2d", "Linear", "Pool", "AdaptiveAvgPool", "Flatten", "MAC_OPS"]

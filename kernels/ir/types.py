@@ -116,7 +116,9 @@ class Requant:
     ``out_bits == 0`` keeps ``acc + bias`` (int32 logits of the last layer;
     ``mult``/``shift`` are then the informational dequantisation scale).
     ``relu`` clamps at 0 first; ``out_bits == 1`` takes the sign of
-    ``acc + bias`` (a ReLU feeding a 1-bit quantiser is dropped)."""
+    ``acc + bias`` (a ReLU feeding a 1-bit quantiser is dropped).
+    ``clip_hi`` (optional) lowers the upper end of the clamp to that code:
+    ReLU6 is ``relu`` with ``clip_hi`` = the code of 6.0 (ignored at 1 bit)."""
 
     bias: np.ndarray
     mult: np.ndarray
@@ -124,6 +126,7 @@ class Requant:
     relu: bool = False
     out_bits: int = 8
     real_scale: np.ndarray | None = field(default=None, repr=False)   # mult / 2^shift before rounding
+    clip_hi: int | None = None
 
     def __post_init__(self):
         n = int(np.asarray(self.bias).shape[0]) if np.ndim(self.bias) == 1 else -1
@@ -135,14 +138,23 @@ class Requant:
         if self.out_bits and (np.any(self.mult <= 0) or np.any(self.shift < 1) or np.any(self.shift > 62)):
             raise IRError("requant multipliers must be positive and shifts within 1..62.")
         self.relu = bool(self.relu)
+        if self.clip_hi is not None:
+            self.clip_hi = int(self.clip_hi)
+            if not -(2**31) <= self.clip_hi < 2**31:
+                raise IRError(f"requant upper clamp {self.clip_hi} does not fit int32.")
 
     @classmethod
-    def from_scale(cls, bias, real_scale, relu: bool, out_bits: int) -> "Requant":
+    def from_scale(cls, bias, real_scale, relu: bool, out_bits: int, clip_hi: int | None = None) -> "Requant":
         """The fixed-point requantiser of a real per-channel multiplier
         ``s_in * s_w[c] / s_out`` (for logits: the dequantisation scale)."""
         real = np.broadcast_to(np.asarray(real_scale, dtype=np.float64), np.shape(bias))
         mult, shift = quantize_multipliers(real)
-        return cls(bias, mult, shift, relu, out_bits, real_scale=np.array(real))
+        return cls(bias, mult, shift, relu, out_bits, real_scale=np.array(real), clip_hi=clip_hi)
+
+    @property
+    def c_hi(self) -> int:
+        """The upper clamp the C kernels take (``mico_requant_clip``'s ``hi``)."""
+        return 127 if self.clip_hi is None else self.clip_hi
 
     @property
     def channels(self) -> int:
@@ -156,4 +168,7 @@ class Requant:
             shape[channel_axis % acc.ndim] = -1
             return acc + self.bias.astype(np.int64).reshape(shape)
         y = reference.requant(acc, self.bias, self.mult, self.shift, self.relu, self.out_bits, channel_axis)
-        return y.astype(np.int64)
+        y = y.astype(np.int64)
+        if self.clip_hi is not None and self.out_bits > 1:
+            y = np.minimum(y, self.clip_hi)
+        return y

@@ -58,3 +58,84 @@ def random_graph(rng: np.random.Generator, pairs, pool: str = "max", groups: int
 
 def random_inputs(rng: np.random.Generator, graph: ir.Graph, n: int) -> np.ndarray:
     return int_values(rng, graph.input.bits, (n, *graph.input.shape))
+
+
+# ---- the model zoo's ops (tests/test_zoo_*.py) ---------------------------------------------------
+
+def add_op(rng: np.random.Generator, name: str, in_bits, out_bits: int, relu: bool = True,
+           clip_hi: int | None = None) -> ir.Op:
+    """An Add (two input widths) or a Rescale (one) with random scales that spread
+    the output over its range without saturating most of it."""
+    half = lambda b: 1 if b == 1 else 1 << (b - 1)      # noqa: E731
+    ratios = [half(out_bits) / half(b) * rng.uniform(0.3, 0.8) for b in in_bits]
+    cls = ir.Add if len(in_bits) == 2 else ir.Rescale
+    return cls.from_scales(name, ratios, 1.0, out_bits, relu, clip_hi)
+
+
+def run_on_host(session, toolchain, graph: ir.Graph, xs: np.ndarray) -> np.ndarray:
+    """Generate, compile and load ``graph`` into a booted host session; the logits of every input."""
+    from kernels.ir import codegen
+
+    gen = codegen.generate(graph, {"model": "zoo-test"})
+    session.load_model(codegen.compile_image(gen, toolchain))
+    return np.stack([np.asarray(session.run_model(x.tobytes()).outputs) for x in np.asarray(xs, np.int8)])
+
+
+def randomise_bn(model, seed: int) -> None:
+    """BatchNorm statistics and affine parameters of a trained-looking network."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+
+
+def calibrated_integer_model(name: str, scheme_seed: int, x_calib, dataset: str = "digits", uniform=None):
+    """An untrained zoo model (random BN), folded, at a random scheme (``uniform``: one pair
+    for every layer), calibrated on ``x_calib``: (quant model, IntegerModel)."""
+    import torch
+
+    from mpq.fold import fold_model
+    from mpq.integer import build_integer_model
+    from mpq.models import get_model
+    from mpq.train import calibrate
+
+    torch.manual_seed(scheme_seed)
+    m = get_model(name, dataset)
+    randomise_bn(m, scheme_seed)
+    m.eval()
+    fold_model(m)
+    rng = np.random.default_rng(scheme_seed)
+    n = len(m.layer_names)
+    scheme = [uniform] * n if uniform else [tuple(int(b) for b in rng.choice(BITS, 2)) for _ in range(n)]
+    m.set_scheme(scheme)
+    calibrate(m, x_calib, batches=2, seed=scheme_seed)
+    return m, build_integer_model(m)
+
+
+def need_target(name: str, **params):
+    """A registered target, or a pytest skip naming why it is unavailable here."""
+    import pytest
+
+    from harness import registry
+
+    t = registry.get(name, **params)
+    ok, why = t.available()
+    if not ok:
+        pytest.skip(f"{name}: {why}")
+    return t
+
+
+def host_model_session():
+    """A booted host target for generated models (yields (session, model toolchain), closes it)."""
+    t = need_target("host")
+    s = t.open(t.build())
+    try:
+        yield s, t.model_toolchain()
+    finally:
+        s.close()
