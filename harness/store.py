@@ -38,10 +38,18 @@ from .spec import KernelSpec
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: PRAGMA application_id of a mico-hil store: "MICO"
 APPLICATION_ID = 0x4D49434F
 SOURCES = ("measured", "imported", "synthetic")
+
+_VALIDATIONS = """CREATE TABLE IF NOT EXISTS validations (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,         -- target name as deployed on (a validation runs whole models, not one build)
+    model TEXT NOT NULL,
+    document TEXT NOT NULL,       -- JSON: the whole mico-validation document (schemes, predicted, measured)
+    created_at REAL NOT NULL
+)"""
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -79,6 +87,7 @@ _TABLES = (
 )""",
     """CREATE INDEX IF NOT EXISTS meas_target_op ON measurements (fingerprint, op)""",
     """CREATE INDEX IF NOT EXISTS targets_name ON targets (name)""",
+    _VALIDATIONS,
 )
 
 _MEAS_COLS_2 = ("id", "fingerprint", "op", "shape", "qa", "qw", "status", "unit", "raw", "median", "iqr", "min",
@@ -92,6 +101,8 @@ _REQUIRED = {
         "measurements": _MEAS_COLS_2},
     3: {"meta": ("key", "value"), "targets": ("fingerprint", "name", "info", "created_at", "source"),
         "measurements": _MEAS_COLS},
+    4: {"meta": ("key", "value"), "targets": ("fingerprint", "name", "info", "created_at", "source"),
+        "measurements": _MEAS_COLS, "validations": ("id", "target", "model", "document", "created_at")},
 }
 
 #: schema N -> N+1, run in one transaction with the version bump
@@ -114,6 +125,8 @@ _MIGRATIONS = {
         "ALTER TABLE measurements_v3 RENAME TO measurements",
         _TABLES[3],
     ),
+    # whole-model validations (mico validate) are kept next to the kernels they were predicted from
+    3: (_VALIDATIONS,),
 }
 
 
@@ -642,3 +655,35 @@ class Store:
         if fingerprint:
             return self.db.execute("SELECT COUNT(*) FROM measurements WHERE fingerprint=?", (fingerprint,)).fetchone()[0]
         return self.db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+
+    # ---- whole-model validations ------------------------------------------------
+    def add_validation(self, document: dict) -> int:
+        """Keep one `mico validate` document (model, target, every scheme); returns its row id."""
+        try:
+            text = json.dumps(document, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError):
+            raise MicoError("the validation document is not JSON-serialisable.") from None
+        cur = self._write("INSERT INTO validations (target, model, document, created_at) VALUES (?,?,?,?)",
+                          (str(document.get("target", "?")), str(document.get("model", "?")), text, time.time()))
+        return int(cur.lastrowid)
+
+    def validations(self, target: str | None = None, model: str | None = None) -> list[dict]:
+        """Stored validation documents, oldest first (each with its `id` and `created_at`)."""
+        if self.schema_version < 4:
+            return []
+        sql, args = "SELECT id, document, created_at FROM validations", []
+        conds = []
+        if target:
+            conds.append("target=?")
+            args.append(target)
+        if model:
+            conds.append("model=?")
+            args.append(model)
+        if conds:
+            sql += " WHERE " + " AND ".join(conds)
+        out = []
+        for rid, text, created in self.db.execute(sql + " ORDER BY id", args):
+            d = json.loads(text)
+            d.update(id=rid, created_at=created)
+            out.append(d)
+        return out

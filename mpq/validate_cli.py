@@ -24,10 +24,12 @@ from harness.errors import UserError
 @click.option("--seed", type=int, default=0, show_default=True)
 @param_option()
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the validation JSON here.")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
+              help="Also keep the validation in this results store (beside the kernels it was predicted from).")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def validate(model_name, dataset, data_dir, target_name, proxy_path, n_schemes, n_images, seed, params, output,
-             no_progress, as_json):
+             store_path, no_progress, as_json):
     """Deploy random schemes plus all-lowest and all-8x8 and compare predicted with
     measured whole-model latency (MAPE, max |error|, Spearman rho), beside MiCo's
     two-point calibration.  Exits 1 if any run is not bit-exact."""
@@ -55,6 +57,13 @@ def validate(model_name, dataset, data_dir, target_name, proxy_path, n_schemes, 
     doc = v.to_dict()
     if output:
         write_document(output, doc, what="validation file")
-    emit(doc, as_json, summary_text(v) + (f"\nwrote {output}" if output else ""))
+    kept = ""
+    if store_path:
+        from harness.store import Store
+
+        with Store(store_path) as st:
+            rid = st.add_validation(doc)
+        kept = f"\nkept as validation {rid} in {store_path}"
+    emit(doc, as_json, summary_text(v) + (f"\nwrote {output}" if output else "") + kept)
     if not doc["summary"]["bit_exact"]:
         raise SystemExit(1)

@@ -16,7 +16,7 @@ from pathlib import Path
 from harness.documents import atomic_write
 from harness.errors import UserError
 
-from . import deploy_table, heatmaps, pareto, parity
+from . import deploy_table, heatmaps, pareto, parity, validation
 from .common import fmt_acc, fmt_num, fmt_pct, fmt_rho
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,13 @@ class Report:
     parity: list = field(default_factory=list)
     scheme: object | None = None
     deploy: object | None = None
+    validations: list = field(default_factory=list)
 
     @property
     def figures(self) -> list[str]:
         names = [h.png for h in self.heatmaps] + [p.png for p in self.parity]
         names += [self.scheme.png if self.scheme else None, self.deploy.png if self.deploy else None]
+        names += [v.png for v in self.validations]
         return [str(self.out / n) for n in names if n]
 
     def to_dict(self) -> dict:
@@ -62,7 +64,8 @@ class Report:
                 "store": self.store.to_dict(), "heatmaps": [h.to_dict() for h in self.heatmaps],
                 "proxies": {p.op: p.to_dict() for p in self.parity},
                 "scheme": self.scheme.to_dict() if self.scheme else None,
-                "deploy": self.deploy.to_dict() if self.deploy else None}
+                "deploy": self.deploy.to_dict() if self.deploy else None,
+                "validations": [v.to_dict() for v in self.validations]}
 
 
 def summarize_store(path: str | Path, targets: list[dict], frame) -> tuple[StoreSummary, dict[str, str]]:
@@ -125,7 +128,8 @@ def _prepare_out(out: str | Path) -> Path:
 
 
 def build_report(store_path: str | Path, out: str | Path, proxy_path: str | Path | None = None,
-                 scheme_path: str | Path | None = None, deploy_path: str | Path | None = None) -> Report:
+                 scheme_path: str | Path | None = None, deploy_path: str | Path | None = None,
+                 validation_paths: list[str | Path] | None = None) -> Report:
     """Write ``out/index.html`` and its PNGs; returns what was written.
 
     Raises UserError (one sentence) for a missing or malformed input; inputs
@@ -140,11 +144,13 @@ def build_report(store_path: str | Path, out: str | Path, proxy_path: str | Path
     with Store(sp, readonly=True) as st:
         targets = st.targets()
         frame = st.frame(status=None)
+        stored_validations = st.validations()
     summary, names = summarize_store(sp, targets, frame)
     sch = pareto.load(scheme_path) if scheme_path is not None else None
     dep = deploy_table.load(deploy_path) if deploy_path is not None else None
     par = parity.compute(proxy_path) if proxy_path is not None else []
     hms = heatmaps.compute(frame, names)
+    vals = validation.load(list(validation_paths or []), stored_validations)
 
     # ---- draw and write ----------------------------------------------------------
     outp = _prepare_out(out)
@@ -157,8 +163,11 @@ def build_report(store_path: str | Path, out: str | Path, proxy_path: str | Path
         pareto.plot(sch, outp, used)
     if dep is not None:
         deploy_table.plot(dep, outp, used)
+    for v in vals:
+        validation.plot(v, outp, used)
     index = outp / "index.html"
-    rep = Report(out=outp, index=index, store=summary, heatmaps=hms, parity=par, scheme=sch, deploy=dep)
+    rep = Report(out=outp, index=index, store=summary, heatmaps=hms, parity=par, scheme=sch, deploy=dep,
+                 validations=vals)
     html = render(rep, inputs={"store": str(store_path), "proxy": _opt(proxy_path), "scheme": _opt(scheme_path),
                                "deploy": _opt(deploy_path)})
     atomic_write(index, html, what="report")
@@ -186,4 +195,5 @@ def render(rep: Report, inputs: dict) -> str:
     return tpl.render(
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"), version=ver, inputs=inputs,
         store=rep.store, heatmaps=rep.heatmaps, parity=rep.parity, scheme=rep.scheme, deploy=rep.deploy,
+        validations=rep.validations,
     )

@@ -125,7 +125,11 @@ def test_fault_injection_stores_no_wrong_value(clean, env, tmp_path):
     with FaultProxy(("127.0.0.1", sim_port), cfg) as px:
         s = sweep.run_sweep("board:litex-sim", "smoke", str(tmp_path / "f.db"), progress=False,
                             params={"url": f"socket://127.0.0.1:{px.port}", "sim_port": sim_port,
-                                    "reply_timeout_s": 2})
+                                    "reply_timeout_s": 2,
+                                    # ~1 % damaged bytes and a cut every 8 s make the serial boot itself take
+                                    # 30-70 s (each dropped byte costs a 2 s ack timeout): the profile's 60 s
+                                    # is for a clean link
+                                    "boot_timeout_s": 240})
     lock.release_all()
     assert s.by_status == {"ok": 64}, s.by_status
     a = rows(clean["dir"] / "a.db")
