@@ -134,7 +134,12 @@ def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, 
     acc_fq = accuracy(model, data.x_test, data.y_test)
     acc_int = integer_accuracy(int_model, data.x_test, data.y_test)
     specs = model.layer_specs(batch)
-    per, total = latency_fn(specs)
+    # priced as the search priced it: the lowered graph, every timed op (pools too), in the proxy's mode
+    from .search.latency import SchemeLatency
+
+    lat = SchemeLatency(float_model, latency_fn, batch)
+    per, total = lat(best.bits)
+    timed_specs = lat.specs(lat.model_key(best.bits))
 
     scheme = SchemeDoc(
         model=model_name,
@@ -169,11 +174,13 @@ def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, 
         return
     click.echo(f"{model_name} on {dataset}: {searcher} search, {result.evaluations} schemes evaluated, "
                f"budget {budget.value:.6g} {unit} ({budget.text})")
-    click.echo(f"{'layer':<8} {'op':<7} {'qa':>3} {'qw':>3} {'latency':>12}")
-    for layer, v in zip(doc["layers"], per):
-        click.echo(f"{layer['name']:<8} {layer['spec']['op']:<7} {layer['qa']:>3} {layer['qw']:>3} {v:>12.6g}")
-    click.echo(f"predicted latency {total:.6g} {unit} (all-8x8 would be "
-               f"{latency_fn(model.layer_specs(batch, [(8, 8)] * len(specs)))[1]:.6g})")
+    click.echo(f"{'op':<8} {'qa':>3} {'qw':>3} {'writes':>6} {'latency':>12}")
+    for ts, v in zip(timed_specs, per):
+        if ts is None:
+            continue
+        writes = "int32" if ts.out_bits == 0 and ts.mode == "layer" else str(ts.out_bits or "")
+        click.echo(f"{ts.op:<8} {ts.qa:>3} {ts.qw if ts.has_weights else '':>3} {writes:>6} {v:>12.6g}")
+    click.echo(f"predicted latency {total:.6g} {unit} (all-8x8 would be {lat.uniform(8, 8):.6g})")
     click.echo(f"accuracy (test): float {acc_float:.4f}  fake-quant {acc_fq:.4f}  integer {acc_int:.4f}")
     click.echo("pareto front: " + ", ".join(f"[{_fmt_bits(c.bits)}] {c.accuracy:.3f}@{c.latency:.4g}"
                                              for c in result.pareto))

@@ -276,7 +276,7 @@ def summary_text(r: dict) -> str:
                      + ("the budget HELD on the hardware" if b["held"] else
                         f"the budget was MISSED by {100 * (b['measured'] / b['value'] - 1):.1f}%"))
     if lat.get("modelled_error_pct") is not None:
-        lines.append(f"  modelled layers only (conv/linear incl. packing and requant): measured "
+        lines.append(f"  timed layers only (without model entry and exit): measured "
                      f"{lat['measured_modelled_layers']:.0f}, error {lat['modelled_error_pct']:+.1f}%")
     for l in lat["layers"]:
         p = l["predicted"]

@@ -45,7 +45,8 @@ def deploy(scheme_path, target_name, output, limit, proxy_path, params, no_progr
         raise SystemExit(1)
 
 
-DEMO_STEPS = [
+#: the one-minute version: warm kernel profiling of the host, the analytic proxy, LeNet on digits
+HOST_STEPS = [
     ["sweep", "--target", "host", "--plan", "zoo", "--store", "{out}/store.db", "--jobs", "2", "--budget", "0.5"],
     ["sweep", "--target", "host", "--plan", "random:40", "--store", "{out}/store.db", "--jobs", "2", "--budget", "0.5"],
     ["fit", "--store", "{out}/store.db", "--target", "host", "--op", "all", "--features", "analytic",
@@ -57,16 +58,48 @@ DEMO_STEPS = [
      "--deploy", "{out}/deploy.json", "-o", "{out}/report"],
 ]
 
+#: a core that runs models: every LeNet layer measured as the deployed model runs it (layer mode,
+#: 216 specs), a layer-mode proxy, the search, the deploy against the budget, and a validation of the
+#: latency model over random schemes -- the budget holding on the (simulated) hardware
+CORE_STEPS = [
+    ["sweep", "--target", "{target}", "--plan", "model:lenet", "--mode", "layer", "--store", "{out}/store.db",
+     "--jobs", "2"],
+    ["fit", "--store", "{out}/store.db", "--target", "{target}", "--op", "all", "--mode", "layer",
+     "--features", "analytic", "--model", "linear", "-o", "{out}/proxy.json"],
+    ["search", "--model", "lenet", "--dataset", "digits", "--proxy", "{out}/proxy.json",
+     "--latency-budget", "{budget}", "--searcher", "evolution", "-o", "{out}/scheme.json"],
+    ["deploy", "--scheme", "{out}/scheme.json", "--target", "{target}", "--limit", "100", "-o", "{out}/deploy.json"],
+    ["validate", "--model", "lenet", "--target", "{target}", "--proxy", "{out}/proxy.json", "--schemes", "8",
+     "--images", "1", "--store", "{out}/store.db", "-o", "{out}/validation.json"],
+    ["report", "--store", "{out}/store.db", "--proxy", "{out}/proxy.json", "--scheme", "{out}/scheme.json",
+     "--deploy", "{out}/deploy.json", "-o", "{out}/report"],
+]
+
+
+def demo_steps(target: str) -> list[list[str]]:
+    return HOST_STEPS if target == "host" else CORE_STEPS
+
 
 @click.command()
 @click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--latency-budget", "budget", default="70%", show_default=True,
               help="Latency budget for the search, absolute or relative to the all-8x8 model.")
+@click.option("--target", "target_name", default="vexriscv-mico", show_default=True,
+              help="Where to run the loop: a core that runs models (the MiCo-style vexriscv-mico by default), "
+                   "or `host` for the one-minute version.")
 @click.pass_context
-def demo(ctx, out_dir, budget):
-    """The whole loop on the embedded default: host target, scikit-learn's
-    digits, a LeNet-style CNN.  Measure -> fit -> search -> generate C ->
-    deploy -> report, printing each step's command so it can be rerun alone."""
+def demo(ctx, out_dir, budget, target_name):
+    """The whole loop on the embedded default: the MiCo-style RISC-V core
+    (Verilator), scikit-learn's digits, a LeNet-style CNN.  Measure every layer
+    as the model runs it -> fit -> search under a latency budget -> generate C
+    -> deploy and check the budget on the core -> validate the latency model
+    -> report.  Each step's command is printed so it can be rerun alone."""
+    from harness import registry
+
+    target = registry.get(target_name)
+    caps = target.capabilities()
+    if target_name != "host" and "layer" not in caps.modes:
+        raise UserError(f"target {target_name} cannot run models; use a core such as vexriscv-mico, or host.")
     from harness.cli import main
 
     out = Path(out_dir)
@@ -76,8 +109,8 @@ def demo(ctx, out_dir, budget):
         raise UserError(f"cannot create {out}: {e.strerror}.") from None
     t_all = time.monotonic()
     timings = []
-    for step in DEMO_STEPS:
-        argv = [a.format(out=out, budget=budget) for a in step]
+    for step in demo_steps(target_name):
+        argv = [a.format(out=out, budget=budget, target=target_name) for a in step]
         click.secho(f"\n$ mico {shlex.join(argv)}", bold=True)
         t0 = time.monotonic()
         try:
@@ -88,5 +121,6 @@ def demo(ctx, out_dir, budget):
             raise UserError(f"demo step `mico {argv[0]}` failed (exit {rc}); see the message above.")
         timings.append({"step": argv[0], "seconds": round(time.monotonic() - t0, 1)})
     total = time.monotonic() - t_all
-    (out / "demo.json").write_text(json.dumps({"steps": timings, "total_s": round(total, 1)}, indent=2))
+    (out / "demo.json").write_text(json.dumps({"target": target_name, "steps": timings, "total_s": round(total, 1)},
+                                              indent=2))
     click.secho(f"\ndemo finished in {total:.0f} s; report: {out / 'report' / 'index.html'}", bold=True)

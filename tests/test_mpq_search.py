@@ -198,3 +198,45 @@ def test_non_monotone_latency_budget_and_repair():
     with pytest.raises(UserError, match="fastest pair"):
         model_budget(model, lat_fn, t * 0.5)
     _ = KernelSpec
+
+
+def _chain_latency(n_layers: int, seed: int):
+    """A latency function where each layer's cost depends on its pair and on the width it writes
+    (the next layer's qa), as in layer mode -- with random, non-monotone costs."""
+    rng = np.random.default_rng(seed)
+    table = {(i, a, w, na): float(rng.uniform(10, 100)) for i in range(n_layers) for a in BITS for w in BITS
+             for na in BITS}
+
+    def fn(scheme):
+        per = np.array([table[(i, *scheme[i], scheme[i + 1][0] if i + 1 < n_layers else 1)]
+                        for i in range(n_layers)])
+        return per, float(per.sum())
+    return fn
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fastest_scheme_is_exact_when_costs_depend_on_the_next_layer(seed):
+    from mpq.search.latency import fastest_scheme
+
+    n = 3
+    fn = _chain_latency(n, seed)
+    pairs = [(a, w) for a in BITS for w in BITS]
+    brute = min(fn(s)[1] for s in itertools.product(pairs, repeat=n))
+    scheme, total = fastest_scheme(fn, n)
+    assert total == pytest.approx(brute) and fn(scheme)[1] == pytest.approx(total)
+    # choosing each layer's fastest pair from uniform schemes alone misses it on some seeds
+    per_pair = {p: fn((p,) * n)[0] for p in pairs}
+    greedy = tuple(min(pairs, key=lambda p: per_pair[p][i]) for i in range(n))
+    assert fn(greedy)[1] >= brute
+
+
+def test_repair_reaches_a_budget_that_only_interacting_layers_meet():
+    from mpq.search.latency import fastest_scheme
+
+    n = 3
+    fn = _chain_latency(n, 5)
+    _, fastest = fastest_scheme(fn, n)
+    s = EvolutionSearcher(n, lambda sch: 0.5, fn, budget=fastest * 1.02, n_evals=3, seed=0)
+    for start in [((8, 8),) * n, ((1, 1),) * n, ((2, 8), (8, 1), (4, 4))]:
+        fixed = s.repair(start)
+        assert fixed is not None and fn(fixed)[1] <= fastest * 1.02

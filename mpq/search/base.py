@@ -162,39 +162,47 @@ class Searcher(ABC):
         b = self.bits
         return tuple((b[self.rng.integers(len(b))], b[self.rng.integers(len(b))]) for _ in range(self.n_layers))
 
-    def _layer_table(self) -> dict[tuple[int, int], np.ndarray]:
-        """Predicted latency of every layer at every (qa, qw) pair.  The latency
-        model is a sum over layers, so 16 uniform schemes give the whole table."""
-        if getattr(self, "_table", None) is None:
-            self._table = {(a, w): np.asarray(self.latency_fn(((a, w),) * self.n_layers)[0], dtype=np.float64)
-                           for a in self.bits for w in self.bits}
-        return self._table
-
     def repair(self, scheme: Scheme) -> Scheme | None:
-        """Make a scheme fit the budget: each step moves the layer with the
-        largest predicted latency that can still get faster to its next faster
-        (qa, qw) pair.  Measured latency is not monotone in the bit-widths on
-        every target (a host's 1x1 kernel with padding can be slower than 8x8),
-        so "faster" is what the latency model says, not "fewer bits".
-        None if even the fastest pairs cannot reach the budget."""
-        table = self._layer_table()
+        """Make a scheme fit the budget by steepest descent: each step moves the one
+        layer to the one (qa, qw) pair that lowers the model's latency most.
+
+        Steps are priced by the per-layer table of `chain_costs` (a layer's cost
+        depends on its pair and on the width it writes, the next layer's qa --
+        a table per pair alone is wrong in layer mode), and measured latency is
+        not monotone in the bit-widths on every target (a host's 1x1 kernel with
+        padding can be slower than 8x8), so "faster" is what the latency model
+        says, not "fewer bits".  The result is priced as a whole; if the table
+        was optimistic (graphs that are not chains) the descent goes on towards
+        a tighter target.  None if even the fastest scheme misses the budget."""
+        from .latency import chain_costs, chain_estimate, fastest_scheme
+
+        cost = chain_costs(self.latency_fn, self.n_layers, self.bits)
+        pairs = [(a, w) for a in self.bits for w in self.bits]
         s = [tuple(p) for p in scheme]
-        for _ in range(len(table) * self.n_layers + 1):
-            key = tuple(s)
-            per, total = self.latency_fn(key)
+        target = self.budget
+        for _ in range(4):
+            est = chain_estimate(cost, s)
+            while est > target:
+                best = None
+                for li in range(self.n_layers):
+                    keep = s[li]
+                    for p in pairs:
+                        if p != keep:
+                            s[li] = p
+                            e = chain_estimate(cost, s)
+                            if e < est and (best is None or e < best[0]):
+                                best = (e, li, p)
+                    s[li] = keep
+                if best is None:
+                    break
+                est, li, p = best
+                s[li] = p
+            total = self.latency_fn(tuple(s))[1]
             if total <= self.budget:
-                return key
-            order = np.argsort(-np.asarray(per), kind="stable")
-            for li in order:
-                cur = table[s[li]][li]
-                faster = [(table[p][li], p) for p in table if table[p][li] < cur]
-                if not faster:
-                    continue
-                s[li] = max(faster)[1]
-                break
-            else:
-                return None
-        return None
+                return tuple(s)
+            target *= self.budget / total
+        fast, t = fastest_scheme(self.latency_fn, self.n_layers, self.bits)
+        return fast if t <= self.budget else None
 
     def random_feasible(self, tries: int = 200) -> Scheme | None:
         """A feasible, not yet evaluated scheme: resample, then repair."""
