@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_proxy_fit.py
 	$(BIN)/python benchmarks/bench_rtl.py
 	$(BIN)/python benchmarks/bench_bitfusion.py
+	$(BIN)/python benchmarks/bench_validate.py
 
 # The protocol fuzzer against the ASan/UBSan host firmware (tests/test_hostile_firmware.py),
 # FUZZ_FRAMES frames instead of the 5,000 of the test suite; the count and verdict go to FUZZ_REPORT.
