@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 FUZZ_FRAMES ?= 100000
 FUZZ_REPORT ?= out/fuzz-report.json
 
-.PHONY: setup demo test bench fuzz clean
+.PHONY: setup demo test bench fuzz zoo clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,12 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(BIN)/mico demo --out $(DEMO_OUT)
+
+# search + deploy every zoo model on the host, one report (zoo-out/index.html)
+zoo: setup
+	$(BIN)/mico sweep --target host --plan zoo --store zoo-out/store.db --jobs 2 --budget 0.5 --no-progress
+	$(BIN)/mico fit --store zoo-out/store.db --target host --op all --features analytic --model linear -o zoo-out/proxy.json
+	$(BIN)/mico zoo --target host --proxy zoo-out/proxy.json --store zoo-out/store.db --out zoo-out
 
 test: setup
 	$(BIN)/pytest -q $(PYTEST_ARGS)
