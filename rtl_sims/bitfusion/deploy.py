@@ -112,6 +112,15 @@ class IRModel:
                     src = steps[src].node.inputs[0]
                 if src in owner and graph.type_of(src).bits >= 1:
                     st.src = src
+        dense = {st.src for st in steps if st.src is not None and owner[st.src].spec.op == "conv2d"}
+        for st in steps:
+            # a 1x1 conv (stride 1, no padding, one group, no pool) reads the output rows of a conv
+            # as they lie: row n of its input is pixel n's channels, the producer's output row n
+            src = st.node.inputs[0]
+            if st.where == ARRAY and st.spec.op == "conv2d" and st.pool is None and src in owner and \
+                    tuple(st.spec.shape[5:]) == (1, 1, 0, 1) and src not in dense and \
+                    _channels_contiguous(owner[src].spec, graph.type_of(src).bits):
+                st.src = src
         need = [False] * len(nodes)
         need[-1] = True
         for st in reversed(steps):
@@ -130,7 +139,6 @@ class IRModel:
         for st in steps:
             if st.where == ARRAY:
                 st.read_back = need[st.pool if st.pool is not None else st.node.index]
-        chained_src = {st.src for st in steps if st.src is not None}
         # ---- compile and load, DRAM bump-allocated in node order
         al = max(cfg.wpb, 16)
         top = 0
@@ -138,7 +146,7 @@ class IRModel:
             n = st.node
             try:
                 if st.where == ARRAY:
-                    st.layer = self._compile_layer(st, steps, owner, chained_src, top)
+                    st.layer = self._compile_layer(st, steps, owner, dense, top)
                     lp = st.layer
                     self.session.client.write(lp.layout.w_base, lp.w_img.astype("<u4").tobytes())
                     self.session.client.write(lp.layout.p_base, lp.p_img.astype("<u4").tobytes())
@@ -157,7 +165,7 @@ class IRModel:
                 raise DoesNotFitError(f"{n.name}: {e}") from None
         self.dram_words = top
 
-    def _compile_layer(self, st: _Step, steps, owner, chained_src, top: int) -> LayerProgram:
+    def _compile_layer(self, st: _Step, steps, owner, dense: set, top: int) -> LayerProgram:
         n, spec = st.node, st.spec
         op, rq = n.op, n.op.rq
         me = st.pool if st.pool is not None else n.index
@@ -166,7 +174,7 @@ class IRModel:
             ps = self.graph.spec(steps[st.pool].node, 1, "layer")
             pool = PoolSpec(ps.op[:3], int(ps.shape[4]), int(ps.shape[5]))
         kw = {}
-        if me in chained_src and spec.op == "conv2d":
+        if me in dense:
             # dense rows: the flatten + linear reading this output reads it as one short row
             groups, per_group = spec.shape[8], spec.shape[4] // spec.shape[8]
             kw["y_pitch"] = groups * -(-per_group * container_bits(op.out_bits) // 8)
@@ -176,8 +184,11 @@ class IRModel:
             # y_base of every layer is a whole beat (bump-allocated, or after its input): a valid a_base
             prod = owner[st.src]
             st.input_from = f"in DRAM ({prod.node.name}'s packed output)"
-            return compile_layer(*args, True, pool, prod.layer.layout.y_base, top,
-                                 in_positions=prod.layer.flatten_positions(), **kw)
+            if spec.op == "conv2d":     # its rows: the producer's pitch (the default one, a legal input pitch)
+                kw["a_pitch"] = prod.layer.out_pitch // 4
+            else:
+                kw["in_positions"] = prod.layer.flatten_positions()
+            return compile_layer(*args, True, pool, prod.layer.layout.y_base, top, **kw)
         src = n.inputs[0]
         st.input_from = ("host write (the model input)" if src == ir.INPUT else
                          "host im2col of " + self.graph.nodes[src].name if spec.op == "conv2d" else
@@ -280,3 +291,10 @@ class IRModel:
             raise MeasureError("integer logits overflow int32")
         layers = [cycles[st.node.index] for st in self.steps if st.node.op.timed]
         return ModelRun([int(v) for v in y], int(sum(layers)), layers)
+
+
+def _channels_contiguous(spec, bits: int) -> bool:
+    """Whether a conv's output row holds its channels back to back (one group, or group
+    blocks of whole bytes with no padding), as a 1x1 conv reading the row needs them."""
+    groups, per_group = spec.shape[8], spec.shape[4] // spec.shape[8]
+    return groups == 1 or per_group * container_bits(bits) % 8 == 0
