@@ -97,7 +97,7 @@ class IRModel:
             p = steps[readers[n.index][0]]
             ps = graph.spec(p.node, 1, "layer")
             if ps is not None and ps.op in POOL_OPS and p.where == HOST:
-                kind, ks, stride = ps.op[:3], int(ps.shape[4]), int(ps.shape[5])
+                kind, ks = ps.op[:3], int(ps.shape[4])
                 if ks * ks <= 255 and not (kind == "avg" and n.op.out_bits == 1):
                     st.pool, p.where, p.pool_of = p.node.index, FUSED, n.index
         # ---- which outputs the host needs, and which layers read their input in DRAM
