@@ -114,3 +114,24 @@ def test_residual_model_on_the_array(session):
     timed = [n.name for n in g.timed_nodes]
     lay = dict(zip(timed, runs[0].layers))
     assert lay["add"] == lay["gap"] == 0 and min(lay[n] for n in ("stem", "b1", "pw", "b2", "c6", "fc")) > 0
+
+
+def test_bad_inputs_and_a_model_that_does_not_fit_are_typed(session):
+    from harness.errors import DoesNotFitError, MeasureError
+
+    rng = np.random.default_rng(2)
+    g = lenet_graph(rng, [(4, 4), (4, 4), (4, 4), (4, 4)])
+    session.load_ir_model(g)
+    with pytest.raises(MeasureError, match="input has 63 values, the model takes 64"):
+        session.run_model(bytes(63))
+    with pytest.raises(MeasureError, match="conv1: input values outside the 4-bit range"):
+        session.run_model(np.full(64, 9, np.int8).tobytes())
+    big = ir.Graph(ir.TensorType((4096,), 8))
+    big.add(linear(rng, "wide", 4096, 1024, 8, 8, 0))            # 4 MiB of weights
+    t = registry.get("bitfusion-rtl", **SMALL, dram_mib=2)
+    s = t.open(t.build())
+    try:
+        with pytest.raises(DoesNotFitError, match=r"wide: the layer needs .* MiB of DRAM; the model has 2 MiB"):
+            s.load_ir_model(big)
+    finally:
+        s.close()
