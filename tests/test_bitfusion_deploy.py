@@ -42,12 +42,13 @@ def lenet_graph(rng, pairs, pool: str = "max") -> ir.Graph:
 
 
 def residual_graph(rng, qa: int = 4, qw: int = 4) -> ir.Graph:
-    """stem conv, a residual block (3x3, 1x1, 3x3 convs + identity add, on 8-bit codes), a ReLU6 conv,
+    """stem conv, a residual block (depthwise 3x3, two 1x1, 3x3 + identity add, on 8-bit codes), a ReLU6 conv,
     global pool, flatten, linear -- the ops of resnet8 / mobilenetv2 at a small size."""
     g = ir.Graph(ir.TensorType((3, 6, 6), 8))
     stem = g.add(conv(rng, "stem", 3, 8, 8, qw, qa))
-    g.add(conv(rng, "b1", 8, 8, qa, qw, qa))
+    g.add(conv(rng, "b1", 8, 8, qa, qw, qa, groups=8))             # depthwise: 1-byte group blocks, padded
     g.add(conv(rng, "pw", 8, 8, qa, qw, qa, ks=1, pad=0))          # pointwise: reads b1's rows in DRAM
+    g.add(conv(rng, "pw2", 8, 8, qa, qw, qa, ks=1, pad=0))         # and pw's (dense rows)
     body = g.add(conv(rng, "b2", 8, 8, qa, qw, 8, relu=False))
     g.add(add_op(rng, "add", (8, qa), qa), body, stem)
     c6 = conv(rng, "c6", 8, 8, qa, qw, qa)
@@ -103,17 +104,18 @@ def test_residual_model_on_the_array(session):
     g = residual_graph(rng)
     info, runs = _run(session, g, 3, rng)
     where = {p["name"]: p for p in info["placement"]}
-    assert [where[n]["where"] for n in ("stem", "b1", "pw", "b2", "fc")] == ["array"] * 5
+    assert [where[n]["where"] for n in ("stem", "b1", "pw", "pw2", "b2", "fc")] == ["array"] * 6
     assert where["stem"]["output"] == "read back by the host"          # the add and b1 read it
     assert where["pw"]["input"] == "in DRAM (b1's packed output)" and where["b1"]["output"] == "stays in DRAM"
-    assert where["b2"]["input"] == "host im2col of pw"
+    assert where["pw2"]["input"] == "in DRAM (pw's packed output)" and where["pw"]["output"] == "stays in DRAM"
+    assert where["b2"]["input"] == "host im2col of pw2"
     # the array has no element-wise add and no adaptive pool; ReLU6's clamp is not in the output unit
     assert where["add"]["where"] == where["gap"]["where"] == "host"
     assert where["c6"]["where"] == "array-int32" and where["c6"]["requant"].startswith("host")
     assert where["fc"]["input"] == "host write of flat"
     timed = [n.name for n in g.timed_nodes]
     lay = dict(zip(timed, runs[0].layers))
-    assert lay["add"] == lay["gap"] == 0 and min(lay[n] for n in ("stem", "b1", "pw", "b2", "c6", "fc")) > 0
+    assert lay["add"] == lay["gap"] == 0 and min(lay[n] for n in ("stem", "b1", "pw", "pw2", "b2", "c6", "fc")) > 0
 
 
 def test_bad_inputs_and_a_model_that_does_not_fit_are_typed(session):
@@ -135,3 +137,17 @@ def test_bad_inputs_and_a_model_that_does_not_fit_are_typed(session):
             s.load_ir_model(big)
     finally:
         s.close()
+
+
+def test_in_positions_only_for_matmuls_and_pointwise_convs():
+    from rtl_sims.bitfusion import compiler as cc
+    from rtl_sims.bitfusion.layer import compile_layer
+
+    cfg = cc.ArrayConfig(rows=4, cols=8, ibuf_bytes=4096, wbuf_bytes=1024, obuf_bytes=2048)
+    w = np.ones((4, 3, 3, 3), np.int8)
+    with pytest.raises(cc.CompileError, match="in_positions is for matmul layers and 1x1 convs"):
+        compile_layer(cfg, "conv2d", (1, 3, 5, 5, 4, 3, 1, 1, 1), 4, 4, w, 0, 1 << 30, 31, True, 4,
+                      in_positions=np.arange(3))
+    lp = compile_layer(cfg, "conv2d", (1, 3, 5, 5, 4, 1, 1, 0, 1), 4, 4, w[:, :, :1, :1], 0, 1 << 30, 31, True, 4,
+                       in_positions=np.array([0, 2, 5]))
+    assert lp.plan.gemm.K >= 6

@@ -116,10 +116,10 @@ class IRModel:
         for st in steps:
             # a 1x1 conv (stride 1, no padding, one group, no pool) reads the output rows of a conv
             # as they lie: row n of its input is pixel n's channels, the producer's output row n
+            # (its weights placed where each channel lies: group blocks may hold padding)
             src = st.node.inputs[0]
             if st.where == ARRAY and st.spec.op == "conv2d" and st.pool is None and src in owner and \
-                    tuple(st.spec.shape[5:]) == (1, 1, 0, 1) and src not in dense and \
-                    _channels_contiguous(owner[src].spec, graph.type_of(src).bits):
+                    tuple(st.spec.shape[5:]) == (1, 1, 0, 1) and src not in dense:
                 st.src = src
         need = [False] * len(nodes)
         need[-1] = True
@@ -186,6 +186,7 @@ class IRModel:
             st.input_from = f"in DRAM ({prod.node.name}'s packed output)"
             if spec.op == "conv2d":     # its rows: the producer's pitch (the default one, a legal input pitch)
                 kw["a_pitch"] = prod.layer.out_pitch // 4
+                kw["in_positions"] = prod.layer.channel_positions()
             else:
                 kw["in_positions"] = prod.layer.flatten_positions()
             return compile_layer(*args, True, pool, prod.layer.layout.y_base, top, **kw)
@@ -292,9 +293,3 @@ class IRModel:
         layers = [cycles[st.node.index] for st in self.steps if st.node.op.timed]
         return ModelRun([int(v) for v in y], int(sum(layers)), layers)
 
-
-def _channels_contiguous(spec, bits: int) -> bool:
-    """Whether a conv's output row holds its channels back to back (one group, or group
-    blocks of whole bytes with no padding), as a 1x1 conv reading the row needs them."""
-    groups, per_group = spec.shape[8], spec.shape[4] // spec.shape[8]
-    return groups == 1 or per_group * container_bits(bits) % 8 == 0
