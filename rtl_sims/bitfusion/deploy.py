@@ -10,10 +10,12 @@ output stays in DRAM in the packed row layout.
 
 Where the layout allows, a layer reads its input where the previous layer left
 it: a linear layer reading a linear layer's output, or a conv's output through
-a flatten (its weights placed with ``flatten_positions``).  Nothing crosses
-the link then.  A conv reading another layer's output needs the im2col gather,
-which the array has no load for: the host reads the producer's region back and
-writes the gathered rows (``placement`` says "host im2col").
+a flatten (its weights placed with ``flatten_positions``), and a 1x1 conv
+(stride 1, no padding, one group) reading a conv's output rows (weights placed
+with ``channel_positions``).  Nothing crosses the link then.  Any other conv
+reading another layer's output needs the im2col gather, which the array has no
+load for: the host reads the producer's region back and writes the gathered
+rows (``placement`` says "host im2col").
 
 What the array cannot do runs the op's IR semantics on the host side and
 reports 0 accelerator cycles: the residual add / rescale, concatenation,
