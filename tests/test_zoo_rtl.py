@@ -25,7 +25,7 @@ def digits():
 def _deploy(t, model_name, scheme_seed, digits, n_images, uniform=None, **expect):
     m, im = calibrated_integer_model(model_name, scheme_seed, digits.x_train, uniform=uniform)
     gen = codegen.generate(im.graph, {"model": model_name})
-    image = None if getattr(t, "runs_integer_models", False) else codegen.compile_image(gen, t.model_toolchain())
+    image = None if t.capabilities().ir_models else codegen.compile_image(gen, t.model_toolchain())
     s = t.open(t.build())
     try:
         check_fits(model_memory(gen, image), s.hello, t.name, getattr(t, "mem_kib", None))

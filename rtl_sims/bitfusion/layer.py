@@ -233,7 +233,8 @@ def layer_gemm(cfg: cc.ArrayConfig, op: str, shape, qa: int, qw: int, out_bits: 
         N, C, H, W, K, KS, S, P, G = conv_fields(shape)
         OH, OW, PH, PW = conv_out_hw(shape, pool)
         out_hw = (PH, PW)
-        Mg, k_in = K // G, C // G * KS * KS
+        Mg = K // G
+        k_in = C // G * KS * KS if k_in is None else k_in
         rows_in = N * (PH * PW * pool.n if pool else OH * OW)
         out_rows = N * PH * PW
     else:
@@ -262,8 +263,10 @@ def compile_layer(cfg: cc.ArrayConfig, op: str, shape, qa: int, qw: int, weights
     is exact).  ``y_base`` defaults to after the input, ``w_base`` (weights, then the output
     unit's parameters) to after the output.  ``shape``: matmul (N, M, K), conv2d
     (N, C, H, W, K, KS, S, P, G); ``weights`` (M, K) / (K, C/G, KS, KS); bias, mult, shift one
-    per output channel.  ``in_positions`` (matmul): the element index of every input feature
-    inside the input row (a flatten of another layer's output); ``pool``: (kind, ks, stride)."""
+    per output channel.  ``in_positions`` (matmul, or a 1x1 conv with stride 1, no padding and
+    one group): the element index of every input feature inside the input row (a flatten of
+    another layer's output, or the channels of its output rows; ``input_image`` does not apply
+    then: the input is that layer's output region); ``pool``: (kind, ks, stride)."""
     if isinstance(pool, tuple):
         pool = PoolSpec(*pool)
     _check_layer(qa, qw, out_bits, out_signed, a_signed, relu, pool, mult, shift, cfg)
@@ -272,19 +275,21 @@ def compile_layer(cfg: cc.ArrayConfig, op: str, shape, qa: int, qw: int, weights
     if w.size and (int(w.min()) < lo or int(w.max()) > hi):
         raise cc.CompileError(f"weights outside the {qw}-bit range [{lo}, {hi}]")
     k_in = None
-    if op == "matmul":
-        M, K = int(shape[1]), int(shape[2])
+    if in_positions is not None:
+        if op == "conv2d" and tuple(conv_fields(shape)[5:]) != (1, 1, 0, 1):
+            raise cc.CompileError("in_positions is for matmul layers and 1x1 convs (stride 1, no padding, one group)")
+        M, K = (int(shape[4]), int(shape[1])) if op == "conv2d" else (int(shape[1]), int(shape[2]))
         w = w.reshape(M, K)
-        if in_positions is not None:
-            pos = np.asarray(in_positions, dtype=np.int64)
-            if pos.shape != (K,) or len(np.unique(pos)) != K or pos.min() < 0:
-                raise cc.CompileError("in_positions must give K distinct element indices")
-            wk = np.zeros((M, int(pos.max()) + 1), dtype=np.int16)
-            wk[:, pos] = w
-            w = wk
+        pos = np.asarray(in_positions, dtype=np.int64)
+        if pos.shape != (K,) or len(np.unique(pos)) != K or pos.min() < 0:
+            raise cc.CompileError("in_positions must give K distinct element indices")
+        wk = np.zeros((M, int(pos.max()) + 1), dtype=np.int16)
+        wk[:, pos] = w
+        w = wk
         k_in = w.shape[-1]
-    elif in_positions is not None:
-        raise cc.CompileError("in_positions is for matmul layers")
+    elif op == "matmul":
+        w = w.reshape(int(shape[1]), int(shape[2]))
+        k_in = w.shape[-1]
     lg = layer_gemm(cfg, op, shape, qa, qw, out_bits, out_signed, relu, pool, a_signed=a_signed, y_pitch=y_pitch,
                     a_pitch=a_pitch, k_in=k_in)
     gemm, out = lg.gemm, lg.out

@@ -242,7 +242,7 @@ class BitFusionRTL(_BitFusionBase):
                               headers=RTL_HEADERS)
         v = vl.find_verilator()
         parts = {"target": self.name, "model": art.digest, "config": self._cfg_parts(),
-                 "compiler": _sources_digest(PY_SOURCES + [HERE / "deploy.py"]), "verilator": v.version,
+                 "compiler": _sources_digest(PY_SOURCES + [HERE / "deploy.py", HERE / "layer.py", HERE / "outunit.py"]), "verilator": v.version,
                  "generator": generator_digest()}
         return BuildResult(self.name, fingerprint_of(parts), {"simulator": str(art.path)},
                            info={"config": self.cfg.to_dict(), "model_digest": art.digest, "verilator": v.version,
