@@ -98,6 +98,9 @@ class DeviceRun:
     outputs: np.ndarray      # (images, out_count) int64
     times: np.ndarray        # (images, timed layers)
     totals: np.ndarray       # (images,)
+    #: per timed layer, what the target's own model predicts for the loaded program (accelerators
+    #: whose compiler knows its cycles, e.g. BitFusion's analytical model); None elsewhere
+    model_predicted: list | None = None
 
 
 def run_on_device(session, graph: ir.Graph, inputs: np.ndarray, image: bytes | None = None,
@@ -113,6 +116,9 @@ def run_on_device(session, graph: ir.Graph, inputs: np.ndarray, image: bytes | N
     n_timed = len(graph.timed_nodes)
     xs = np.asarray(inputs, dtype=np.int8).reshape(len(inputs), -1)
     out = DeviceRun(np.zeros((len(xs), n_out), np.int64), np.zeros((len(xs), n_timed)), np.zeros(len(xs)))
+    mp = info.get("predicted_layers")
+    if mp is not None and len(mp) == n_timed:
+        out.model_predicted = [float(v) for v in mp]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -194,6 +200,11 @@ def deploy(scheme_path: str | Path, target_name: str, limit: int | None = None, 
                      f"pass --proxy with a proxy fitted on {target_name}")
         log.warning(unit_note)
         preds = [None] * len(preds)
+    if all(p is None for p in preds) and run.model_predicted is not None:
+        # no proxy of this target: the accelerator's own model of the compiled program predicts
+        preds = list(run.model_predicted)
+        proxy_used = f"{target_name} analytical model"
+        unit_note = None
     layers = []
     for j, t in enumerate(timed):
         col = times[:, j]
@@ -283,5 +294,6 @@ def summary_text(r: dict) -> str:
         lines.append(f"  {l['name']:<10} {l['kind']:<6} "
                      + (f"{l['qa']}x{l['qw']} " if l["qa"] else "    ")
                      + f"measured {l['measured_median']:>10.0f}  predicted "
-                     + (f"{p:>10.0f} ({l['error_pct']:+.1f}%)" if p is not None else "       n/a (not modelled)"))
+                     + ("       n/a (not modelled)" if p is None else f"{p:>10.0f}"
+                        + (f" ({l['error_pct']:+.1f}%)" if l["error_pct"] is not None else "")))
     return "\n".join(lines)
