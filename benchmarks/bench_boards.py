@@ -97,7 +97,7 @@ def main() -> int:
                     "sweep_wall_s": sm.wall_s, "identical_second_run": r1 == r2}
 
     if not a.quick:
-        cfg = FaultConfig(corrupt=0.012, drop=0.0005, duplicate=0.0005, cut_every_s=8, seed=11)
+        cfg = FaultConfig(corrupt=0.012, drop=0.0005, duplicate=0.0005, cut_every_s=8, seed=11, spare_boot=True)
         with FaultProxy(("127.0.0.1", 21481), cfg) as px:
             t0 = time.monotonic()
             sweep.run_sweep("board:litex-sim", "smoke", str(tmp / "faults.db"),

@@ -126,7 +126,8 @@ def build_emulator(cpu_variant: str, main_ram_size: int) -> None:
 @click.option("--cut-every", type=NON_NEGATIVE, default=0.0, help="Cut the link every N seconds (0 = never).")
 @click.option("--seed", type=int, default=1)
 @click.option("--duration", type=NON_NEGATIVE, default=0.0, help="Stop after N seconds (0 = until Ctrl-C).")
-def proxy(listen, upstream, drop, corrupt, duplicate, delay_ms, cut_every, seed, duration) -> None:
+@click.option("--spare-boot", is_flag=True, help="No faults while the BIOS serial boot loads the firmware.")
+def proxy(listen, upstream, drop, corrupt, duplicate, delay_ms, cut_every, seed, duration, spare_boot) -> None:
     """A TCP proxy that damages the byte stream between host and board (for testing the link)."""
     from .faults import FaultConfig, FaultProxy
 
@@ -137,7 +138,7 @@ def proxy(listen, upstream, drop, corrupt, duplicate, delay_ms, cut_every, seed,
         return "127.0.0.1", int(p)
 
     cfg = FaultConfig(drop=drop, corrupt=corrupt, duplicate=duplicate, delay_s=delay_ms / 1000, cut_every_s=cut_every,
-                      seed=seed)
+                      seed=seed, spare_boot=spare_boot)
     px = FaultProxy(hp(upstream), cfg, listen=hp(listen))
     px.start()
     click.echo(f"fault proxy 127.0.0.1:{px.port} -> {upstream} ({cfg})")
