@@ -306,11 +306,11 @@ def test_bad_kernel_inside_proxy_file(tmp_path, mm_data):
 
     def bad_bits(d):
         e = d["proxies"]["matmul"]
-        e["training"]["specs"][0]["qa"] = 3
+        e["training"]["specs"][0]["qa"] = 9
         e["digest"] = "irrelevant"
 
     _tamper(path, bad_bits)
-    with pytest.raises(UserError, match="qa=3 is not a supported bit-width"):
+    with pytest.raises(UserError, match="qa=9 is not a supported bit-width"):
         LatencyProxy.load(path)
     with pytest.raises(UserError, match="does not exist"):
         LatencyProxy.load(tmp_path / "missing.json")
