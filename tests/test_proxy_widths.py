@@ -66,22 +66,21 @@ def test_mico_bitfusion_csv_with_every_width_imports_and_fits(tmp_path):
         stored = st.rows("mico-bitfusion", None, status="ok")
     assert len(stored) == (len(MM_SHAPES) + len(CONV_SHAPES)) * 49
     assert {(m.spec.qa, m.spec.qw) for m in stored} == {(a, w) for a in WIDTHS for w in WIDTHS}
+    fits = {}
     for features in ("cbops", "terms"):
         out = tmp_path / f"p_{features}.json"
         r = mico("fit", "--store", db, "--target", "mico-bitfusion", "--op", "all", "--features", features,
                  "-o", out, "--json")
-        m = json.loads(r.stdout)
+        m = fits[features] = json.loads(r.stdout)
         assert set(m) == {"matmul", "conv2d"}
         for op in m:
             assert m[op]["n"] == 49 * (len(MM_SHAPES) if op == "matmul" else len(CONV_SHAPES))
             assert m[op]["mape"] is not None and m[op]["mape"] >= 0
+        assert json.loads(out.read_text())["proxies"]["matmul"]["training"]["specs"][0]["qa"] in WIDTHS
     # widths 3 and 5..7 are priced as their containers, so cbops (max width) cannot
     # match a container model, while the BitFusion terms can
-    terms = json.loads(mico("fit", "--store", db, "--target", "mico-bitfusion", "--op", "matmul", "--features",
-                            "terms", "-o", tmp_path / "t.json", "--json").stdout)
-    cbops = json.loads(mico("fit", "--store", db, "--target", "mico-bitfusion", "--op", "matmul", "--features",
-                            "cbops", "-o", tmp_path / "c.json", "--json").stdout)
-    assert terms["mape"] < cbops["mape"]
+    for op in ("matmul", "conv2d"):
+        assert fits["terms"][op]["mape"] < fits["cbops"][op]["mape"], (op, fits)
 
 
 def test_reference_draws_odd_widths_in_range():
