@@ -19,6 +19,8 @@ from harness.spec import ALL_OPS, MODES, KernelSpec
 
 from .features import FEATURE_SETS
 from .model import MODELS, LatencyProxy, TrainingSet, save_proxies
+from .select import AUTO, select
+from .terms import FAMILIES
 
 
 def _single(df, col: str):
@@ -103,12 +105,16 @@ def _fmt(v, pct: bool = True) -> str:
 @click.option("--op", required=True, type=click.Choice(list(ALL_OPS) + ["all"]), help="Kernel op ('all': every op present).")
 @click.option("--mode", type=click.Choice(list(MODES)), default="kernel", show_default=True,
               help="Fit on kernel-mode measurements (profiling) or layer-mode ones (what whole models add up to).")
-@click.option("--features", default="cbops", show_default=True, type=click.Choice(FEATURE_SETS), help="Feature set.")
-@click.option("--model", default="linear", show_default=True, type=click.Choice(MODELS), help="Regressor.")
+@click.option("--features", default="cbops", show_default=True, type=click.Choice(FEATURE_SETS + (AUTO,)),
+              help="Feature set ('auto': chosen by shape-grouped CV, recorded in the proxy file).")
+@click.option("--model", default="linear", show_default=True, type=click.Choice(MODELS + (AUTO,)),
+              help="Regressor ('auto': chosen by shape-grouped CV).")
+@click.option("--family", type=click.Choice(FAMILIES), default=None,
+              help="Whose cost terms `--features terms` uses (default: from the target's name and widths).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Proxy file to write (JSON).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def fit(store_path: str, target: str, op: str, mode: str, features: str, model: str, output: str,
-        as_json: bool) -> None:
+def fit(store_path: str, target: str, op: str, mode: str, features: str, model: str, family: str | None,
+        output: str, as_json: bool) -> None:
     """Fit a latency proxy per op and report its shape-grouped CV error.
 
     Every bit-width of a shape is held out together, so the error is that of
@@ -126,17 +132,21 @@ def fit(store_path: str, target: str, op: str, mode: str, features: str, model: 
                 f"target {target!r} has {o} measurements of only {data.n_shapes} shape; "
                 "shape-grouped cross-validation needs at least 2, so measure more shapes."
             )
-        proxies[o] = data.fit(features, model)
+        if AUTO in (features, model):
+            proxies[o] = select(data, features, model, family=family)
+        else:
+            proxies[o] = data.fit(features, model, family=family)
     save_proxies(proxies, out)
-    summaries = {o: _summary(p, features, model, out) for o, p in proxies.items()}
+    summaries = {o: _summary(p, p.features, p.model, out) for o, p in proxies.items()}
     if as_json:
         obj = summaries[ops[0]] if op != "all" else summaries
         click.echo(json.dumps(obj, indent=2, sort_keys=True))
         return
     for o, m in summaries.items():
+        chosen = " (chosen by grouped CV)" if "selection" in m else ""
         click.echo(
-            f"{o} on {m['target']}: {model} proxy on {features} features, {m['n']} kernels of {m['n_groups']} shapes"
-            f" (unit {m['unit']})"
+            f"{o} on {m['target']}: {m['model']} proxy on {m['features']} features{chosen}, {m['n']} kernels of "
+            f"{m['n_groups']} shapes (unit {m['unit']})"
         )
         click.echo(f"  grouped {m['n_splits']}-fold CV (whole shapes held out):")
         click.echo(f"    MAPE            {_fmt(m['mape'])}")

@@ -122,7 +122,7 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
         if self.model == "mgbrt":
             from sklearn.ensemble import HistGradientBoostingRegressor
 
-            return HistGradientBoostingRegressor(max_iter=300, learning_rate=0.1, max_leaf_nodes=15,
+            return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.1, max_leaf_nodes=15,
                                                  min_samples_leaf=5, random_state=rs,
                                                  monotonic_cst=monotone_constraints(self.feature_names_))
         from sklearn.ensemble import GradientBoostingRegressor
@@ -172,7 +172,8 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
         Xf = self._X(specs)
         reg = self._make_regressor()
         if self._log:
-            reg.fit(Xf, np.log(y))
+            with _one_thread():
+                reg.fit(Xf, np.log(y))
         else:
             # least squares on *relative* error: kernels span orders of magnitude and
             # the proxy is judged (and the search misled) by relative error
@@ -206,7 +207,8 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
         specs = spec_list(specs)
         if not specs:
             return np.zeros(0)
-        p = self.regressor_.predict(self._X(specs))
+        with _one_thread():
+            p = self.regressor_.predict(self._X(specs))
         if self._log:
             p = np.exp(p)
         p = np.maximum(p, 0.0)
@@ -262,6 +264,14 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
                 log.warning("%s: refitting did not reproduce the saved predictions exactly (saved with %s, now %s)",
                             where, entry.versions, _versions())
         return proxy
+
+
+def _one_thread():
+    """OpenMP limited to one thread: the proxies' data sets are small, and on a shared
+    machine HistGradientBoosting's spinning threads made one fit ~70x slower (measured)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="openmp")
 
 
 #: feature columns along which latency may fall: a larger stride or more groups do less work
