@@ -33,7 +33,7 @@ FORMAT = "mico-proxy"
 VERSION = 1
 WHAT = "mico proxy file"
 #: the LatencyProxy parameters a config may hold
-PARAMS = ("op", "features", "model", "random_state", "lookup", "family")
+PARAMS = ("op", "features", "model", "random_state", "lookup", "family", "transfer")
 
 
 def training_digest(specs: Sequence[KernelSpec], values: Sequence[float]) -> str:

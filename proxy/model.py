@@ -75,6 +75,9 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
     random_state : seed of the tree models (and of nothing else).
     family : "cpu" | "bitfusion" | None -- whose cost terms ``features="terms"`` uses
         (None: from the target name and widths at fit time, see proxy.terms).
+    transfer : None, or {"method": "ratio" | "residual" | "cascade", "source": a source
+        proxy's entry dict} -- fit on top of another target's proxy (proxy.transfer);
+        ``model`` is then unused.
 
     Attributes after `fit`: ``unit`` (of the training values, e.g. "cycles"),
     ``n_train``, ``n_shapes``, ``cv_`` (grouped-CV metrics dict or None),
@@ -82,13 +85,14 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, op: str, features: str = "cbops", model: str = "linear", random_state: int = 0,
-                 lookup: bool = True, family: str | None = None):
+                 lookup: bool = True, family: str | None = None, transfer: dict | None = None):
         self.op = op
         self.features = features
         self.model = model
         self.random_state = random_state
         self.lookup = lookup
         self.family = family
+        self.transfer = transfer
 
     # ---- configuration ------------------------------------------------------
     def _check_params(self) -> None:
@@ -105,7 +109,7 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
 
     @property
     def _log(self) -> bool:
-        return self.model != "linear"
+        return self.model != "linear" and not self.transfer
 
     def _make_regressor(self):
         rs = int(self.random_state)
@@ -170,8 +174,16 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
             # the folds' clones fit without the target's name: they get the family resolved here
             self.cv_ = cross_validate(clone(self).set_params(family=self.family_), specs, y)
         Xf = self._X(specs)
-        reg = self._make_regressor()
-        if self._log:
+        if self.transfer:
+            from .transfer import fit_transfer, source_proxy
+
+            self.source_ = source_proxy(self.transfer, self.op)
+            reg = fit_transfer(self, specs, y, Xf)
+        else:
+            reg = self._make_regressor()
+        if self.transfer:
+            pass
+        elif self._log:
             with _one_thread():
                 reg.fit(Xf, np.log(y))
         else:
@@ -207,8 +219,11 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
         specs = spec_list(specs)
         if not specs:
             return np.zeros(0)
-        with _one_thread():
-            p = self.regressor_.predict(self._X(specs))
+        if self.transfer:
+            p = self.regressor_.predict(self.source_.predict(specs), self._X(specs))
+        else:
+            with _one_thread():
+                p = self.regressor_.predict(self._X(specs))
         if self._log:
             p = np.exp(p)
         p = np.maximum(p, 0.0)

@@ -32,6 +32,13 @@ dotted with ``Mr`` weight rows (M; K/G).  Columns:
   cache holds misses on every line, so the term is all-or-nothing per size;
   the fit finds which size the target has (DESIGN: no target capability is
   needed to fit imported data);
+- ``act_restream_*``: activation bytes re-read per block of four weight rows
+  when the activation row and four weight rows exceed the cache size;
+- ``w_bytes`` / ``a_bytes``: compulsory traffic, every weight / activation
+  byte read from memory once;
+- ``alias_iters``: the iterations of kernels whose four weight rows of a block
+  map to the same sets of a 4 KiB direct-mapped cache (VexRiscv's D$; a row
+  pitch of 2 KiB: 8-bit K = 2048 runs 3x slower per word there);
 - the layer-mode columns of `proxy.features` (packing per qa, requantisation).
 
 ``bitfusion`` -- the BitFusion accelerator (rtl_sims/bitfusion) at its
@@ -64,7 +71,8 @@ _LAYER = tuple(f"pack_{a}b" for a in BITS) + ("requant_int32", "requant_sign", "
 
 CPU_NAMES = ([f"iter_{a}x{w}" for a in BITS for w in BITS] + ["word_tail", "row_tail"]
              + [f"prep_{a}b" for a in BITS] + ["outputs", "rows", "row_blocks", "gather_runs"]
-             + [f"pad_iters_{a}b" for a in BITS] + [f"restream_{n}" for n, _ in CACHES] + list(_LAYER))
+             + [f"pad_iters_{a}b" for a in BITS] + [f"restream_{n}" for n, _ in CACHES]
+             + [f"act_restream_{n}" for n, _ in CACHES] + ["w_bytes", "a_bytes", "alias_iters"] + list(_LAYER))
 BITFUSION_NAMES = ["issue", "computes", "a_words", "w_words", "y_words", "out_tiles", "fill", "mem_excess"]
 
 
@@ -136,9 +144,31 @@ def cpu_row(s: KernelSpec) -> list[float]:
     pad[ia] = float(padded * mr * nwide)
     out += pad
     wbytes = mr * 4 * math.ceil(L * s.qw / 32)
-    ws = wbytes + L
-    out += [float(rows * wbytes) if ws > size else 0.0 for _, size in CACHES]
+    abytes = 4 * math.ceil(L * s.qa / 32)
+    out += [float(rows * wbytes) if wbytes + abytes > size else 0.0 for _, size in CACHES]
+    # the activation row is re-read for every block of four weight rows: it stays cached
+    # only while it fits beside them
+    blocks = math.ceil(mr / 4)
+    out += [float(rows * blocks * abytes) if abytes + 4 * wbytes // max(mr, 1) > size else 0.0
+            for _, size in CACHES]
+    out += [float(s.weight_count * s.qw / 8), float(s.act_count * s.qa / 8)]
+    out.append(it if mr >= 2 and rows_alias(wbytes // mr) else 0.0)
     return out + _layer_columns(s)
+
+
+#: a small direct-mapped data cache (VexRiscv's 4 KiB D$) and its line
+DIRECT_MAPPED = (4 << 10, 32)
+
+
+def rows_alias(pitch: int, cache: tuple[int, int] = DIRECT_MAPPED) -> bool:
+    """Whether two of the four weight rows a block reads together (pitch bytes apart) map to
+    the same sets of a direct-mapped cache: every word then misses (pitch 2 KiB: rows 0 and 2)."""
+    size, line = cache
+    for d in range(1, 4):
+        off = (d * pitch) % size
+        if d * pitch >= line and (off < line or off > size - line):   # other lines, same sets
+            return True
+    return False
 
 
 @lru_cache(maxsize=65536)
