@@ -205,7 +205,7 @@ def test_sklearn_clone_and_params():
     p = LatencyProxy("conv2d", features="cbops+", model="rf", random_state=7)
     q = clone(p)
     assert q.get_params() == {"op": "conv2d", "features": "cbops+", "model": "rf", "random_state": 7, "lookup": True,
-                              "family": None}
+                              "family": None, "transfer": None}
 
 
 # ---- persistence ---------------------------------------------------------------------------
