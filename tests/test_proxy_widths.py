@@ -110,3 +110,15 @@ def test_bitfusion_model_measures_odd_widths_when_offered():
     assert d["median"] == bitfusion_cycles("matmul", (4, 128, 512), 3, 5)
     r = mico(*args, "--param", "widths=2,9", check=False)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "widths" in r.stderr
+
+
+def test_bitfusion_rtl_runs_odd_widths_bit_exact():
+    from harness import registry
+
+    ok, why = registry.get("bitfusion-rtl").available()
+    if not ok:
+        pytest.skip(why)
+    for op, shape, qa, qw in (("matmul", "3,17,40", 3, 5), ("conv2d", "1,5,7,7,6,3,1,1,1", 7, 3)):
+        d = json.loads(mico("measure", "--target", "bitfusion-rtl", "--param", "widths=all", "--op", op, "--shape",
+                            shape, "--qa", qa, "--qw", qw, "--json", timeout=1200).stdout)
+        assert d["checksum_ok"] and d["status"] == "ok"      # outputs equal the integer reference
