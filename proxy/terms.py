@@ -39,6 +39,8 @@ dotted with ``Mr`` weight rows (M; K/G).  Columns:
 - ``alias_iters``: the iterations of kernels whose four weight rows of a block
   map to the same sets of a 4 KiB direct-mapped cache (VexRiscv's D$; a row
   pitch of 2 KiB: 8-bit K = 2048 runs 3x slower per word there);
+- ``gather_miss_*``: conv window runs gathered while the input tensor exceeds
+  a 4 KiB / 32 KiB / 1 MiB cache (each run starts in another line);
 - the layer-mode columns of `proxy.features` (packing per qa, requantisation).
 
 ``bitfusion`` -- the BitFusion accelerator (rtl_sims/bitfusion) at its
@@ -72,7 +74,8 @@ _LAYER = tuple(f"pack_{a}b" for a in BITS) + ("requant_int32", "requant_sign", "
 CPU_NAMES = ([f"iter_{a}x{w}" for a in BITS for w in BITS] + ["word_tail", "row_tail"]
              + [f"prep_{a}b" for a in BITS] + ["outputs", "rows", "row_blocks", "gather_runs"]
              + [f"pad_iters_{a}b" for a in BITS] + [f"restream_{n}" for n, _ in CACHES]
-             + [f"act_restream_{n}" for n, _ in CACHES] + ["w_bytes", "a_bytes", "alias_iters"] + list(_LAYER))
+             + [f"act_restream_{n}" for n, _ in CACHES] + ["w_bytes", "a_bytes", "alias_iters"]
+             + [f"gather_miss_{n}" for n, _ in CACHES] + list(_LAYER))
 BITFUSION_NAMES = ["issue", "computes", "a_words", "w_words", "y_words", "out_tiles", "fill", "mem_excess"]
 
 
@@ -153,6 +156,10 @@ def cpu_row(s: KernelSpec) -> list[float]:
             for _, size in CACHES]
     out += [float(s.weight_count * s.qw / 8), float(s.act_count * s.qa / 8)]
     out.append(it if mr >= 2 and rows_alias(wbytes // mr) else 0.0)
+    # a conv patch gathers C/G x KS runs, one per channel and window row, H*W codes apart:
+    # once the input no longer fits a cache, every run is a miss there
+    act_tensor = s.act_count * s.qa // 8
+    out += [float(runs) if act_tensor > size else 0.0 for _, size in CACHES]
     return out + _layer_columns(s)
 
 
