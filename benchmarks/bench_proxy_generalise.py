@@ -167,10 +167,9 @@ def main(argv=None) -> int:
 
     result = {"benchmark": "proxy_generalise", "python": platform.python_version(), "sklearn": sklearn.__version__,
               "cv": "shape-grouped 5-fold (all bit-widths of a shape held out together)", "targets": {}}
-    loaded = {}
+    loaded = {label: load(store, target) for label, (store, target) in args.data.items()}
     for label, (store, target) in args.data.items():
         print(f"{label}: {target} in {store}", flush=True)
-        loaded[label] = load(store, target)
         result["targets"][label] = {"store": store, "target": target,
                                     "ops": {op: score(d, args.features, args.models) for op, d in loaded[label].items()}}
     if not args.no_bitfusion:
