@@ -122,3 +122,12 @@ def test_bitfusion_rtl_runs_odd_widths_bit_exact():
         d = json.loads(mico("measure", "--target", "bitfusion-rtl", "--param", "widths=all", "--op", op, "--shape",
                             shape, "--qa", qa, "--qw", qw, "--json", timeout=1200).stdout)
         assert d["checksum_ok"] and d["status"] == "ok"      # outputs equal the integer reference
+
+
+def test_targets_declare_their_widths():
+    from harness import registry
+
+    assert registry.get("host").capabilities().bits == (1, 2, 4, 8)
+    assert registry.get("bitfusion-model").capabilities().bits == (1, 2, 4, 8)
+    assert registry.get("bitfusion-model", widths="all").capabilities().bits == tuple(range(1, 9))
+    assert registry.get("bitfusion-rtl", widths="2,3,5").capabilities().bits == (2, 3, 5)
