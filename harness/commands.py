@@ -10,7 +10,7 @@ from . import registry
 from .cli import FiniteFloat, emit, main, param_option
 from .errors import UserError
 from .measure import StatsPolicy
-from .spec import ALL_OPS, LAYER_OPS, MODES, KernelSpec, parse_shape
+from .spec import ALL_OPS, LAYER_OPS, MODES, KernelSpec, check_target_bits, parse_shape
 from .store import Measurement, Store
 
 SHAPE_HELP = ("matmul: N,M,K (N activation rows, M outputs, K reduction); "
@@ -48,8 +48,8 @@ MODE_HELP = ("kernel: warm repeats of the kernel alone (profiling); layer: the l
 @click.option("--op", type=click.Choice(list(ALL_OPS)), required=True,
               help="maxpool / avgpool: layer mode only.")
 @click.option("--shape", required=True, help=SHAPE_HELP)
-@click.option("--qa", type=int, required=True, help="activation bits, one of 1,2,4,8")
-@click.option("--qw", type=int, default=None, help="weight bits, one of 1,2,4,8 (none for pools)")
+@click.option("--qa", type=int, required=True, help="activation bits: 1,2,4,8 (BitFusion with --param widths=all: 1..8)")
+@click.option("--qw", type=int, default=None, help="weight bits, as --qa (none for pools)")
 @click.option("--mode", type=click.Choice(list(MODES)), default="kernel", show_default=True, help=MODE_HELP)
 @click.option("--out-bits", type=click.Choice(["0", "1", "2", "4", "8"]), default=None,
               help="Layer mode: width of the codes the layer writes (0: int32 logits; default 8, pools: qa).")
@@ -76,6 +76,7 @@ def measure(target_name, op, shape, qa, qw, mode, out_bits, repeats, params, as_
     ob = int(out_bits) if out_bits is not None else (qa if weightless else 8)
     spec = KernelSpec(op, parse_shape(op, shape), qa, 0 if weightless else qw, mode, ob if mode == "layer" else 0)
     qw = spec.qw
+    check_target_bits(spec, target_name, registry.get(target_name, **params).capabilities().bits)
     policy = StatsPolicy(fixed_repeats=repeats) if repeats else StatsPolicy()
     m, build = measure_single(target_name, spec, params, policy)
     d = m.to_dict()

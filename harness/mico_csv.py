@@ -12,6 +12,9 @@ and ``G`` columns (defaults 1, 0, 1), which are honoured rather than silently
 dropped.  A conv2d row maps to ``KernelSpec("conv2d", (N,C,H,W,K,KS,S,P,G))``.
 Any malformed input raises `UserError` with one sentence naming the file and
 line.  ``Time`` is taken as given (MiCo's unit: cycles or ns, per target).
+QA / QW may be any width some kernel family runs (``SPEC_BITS``, 1..8: MiCo
+profiles BitFusion at every width 2..8); which widths a *target* runs is
+its capability, checked when it measures, not here.
 
 This module belongs to harness/ and imports nothing from proxy/ or mpq/.
 """
@@ -27,7 +30,7 @@ from typing import Iterable
 
 from .documents import atomic_write
 from .errors import UserError
-from .spec import OPS, KernelSpec, check_bits
+from .spec import OPS, SPEC_BITS, KernelSpec, check_bits
 
 LAYOUTS: dict[str, tuple[str, ...]] = {
     "matmul": ("N", "M", "K", "QA", "QW", "Time"),
@@ -152,8 +155,8 @@ def read_mico_csv(path: str | Path, op: str) -> list[tuple[KernelSpec, float]]:
         cell = {c: row[j].strip() for c, j in index.items()}
         v = {c: _int_cell(cell[c.upper()], c, where) for c in want if c != "Time"}
         try:
-            check_bits("QA", v["QA"])
-            check_bits("QW", v["QW"])
+            check_bits("QA", v["QA"], SPEC_BITS)
+            check_bits("QW", v["QW"], SPEC_BITS)
         except UserError as e:
             raise UserError(f"{where}: {e}") from None
         t = _time_cell(cell["TIME"], where)

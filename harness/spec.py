@@ -55,6 +55,16 @@ def check_bits(name: str, b: int, allowed=BITS) -> int:
     return numeric.check_bits(name, b, allowed, error=UserError)
 
 
+def check_target_bits(spec: "KernelSpec", target: str, bits) -> None:
+    """Refuse, with one sentence, a spec whose widths the target does not run (a CPU target runs
+    1, 2, 4, 8; BitFusion may run any width 1..8): specs carry any width some family runs."""
+    bits = tuple(bits)
+    for name, b in (("qa", spec.qa), ("qw", spec.qw if spec.has_weights else None)):
+        if b is not None and b not in bits:
+            raise UserError(f"{name}={b} is not a supported bit-width of target {target}; "
+                            f"use one of {', '.join(map(str, bits))}.")
+
+
 def _too_large(op: str, text: str, counts: dict[str, int]) -> None:
     for name, n in counts.items():
         if n > MAX_ELEMENTS:

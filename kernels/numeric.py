@@ -22,6 +22,8 @@ BITS: tuple[int, ...] = (1, 2, 4, 8)
 #: bit-widths per kernel family; a new family adds its entry here
 FAMILY_BITS: dict[str, tuple[int, ...]] = {
     "bitpacked": BITS,
+    # BitFusion runs every width 1..8 on the bricks of its container (2, 4 or 8 bits)
+    "bitfusion": tuple(range(1, 9)),
 }
 
 #: every bit-width some family runs: what a kernel spec may name

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .numeric import BITS, check_bits, value_range  # noqa: F401  (value_range: part of this module's API)
+from .numeric import BITS, SPEC_BITS, check_bits, value_range  # noqa: F401  (value_range: part of this module's API)
 
 XORSHIFT_ZERO_STATE = 0x9E3779B9   # replaces the state 0 before the first step
 _MASK32 = 0xFFFFFFFF
@@ -50,7 +50,7 @@ def words_per_row(L: int, b: int) -> int:
 
 def values_from_codes(codes: np.ndarray, b: int) -> np.ndarray:
     """b-bit codes (unsigned) -> int8 values (b=1: 2c-1, else two's complement)."""
-    _check_bits(b)
+    check_bits("bit-width", b, SPEC_BITS)
     c = np.asarray(codes).astype(np.int32) & ((1 << b) - 1)
     if b == 1:
         return (2 * c - 1).astype(np.int8)
@@ -231,9 +231,11 @@ def random_inputs(op: str, shape: Sequence[int], qa: int, qw: int,
     """Inputs a ``RUN_KERNEL`` generates on the device from ``seed``, as int8
     values in logical layout: matmul (N,M,K) -> A (N,K), W (M,K);
     conv2d (N,C,H,W,K,KS,S,P,G) -> X (N,C,H,W), W (K,C/G,KS,KS).
-    Activations are drawn first, then weights, from one continuing state."""
-    _check_bits(qa)
-    _check_bits(qw)
+    Activations are drawn first, then weights, from one continuing state.
+    Any width a kernel family runs (``SPEC_BITS``) is drawn: an accelerator
+    with odd widths checks its outputs against this reference too."""
+    check_bits("qa", qa, SPEC_BITS)
+    check_bits("qw", qw, SPEC_BITS)
     check_budget(op, shape)
     if op == "matmul":
         N, M, K = (int(v) for v in shape)

@@ -19,6 +19,9 @@ from harness.spec import ALL_OPS, MODES, KernelSpec
 
 from .features import FEATURE_SETS
 from .model import MODELS, LatencyProxy, TrainingSet, save_proxies
+from .select import AUTO, select
+from .terms import FAMILIES
+from .transfer import METHODS, transfer_curve
 
 
 def _single(df, col: str):
@@ -91,6 +94,26 @@ def _summary(p: LatencyProxy, features: str, model: str, output: Path) -> dict:
     return m
 
 
+def _transfer(source: str, data: TrainingSet, method: str, features: str, family: str | None):
+    """(the transferred proxy fit on all target kernels, its error curve vs target shapes)."""
+    from .document import ProxyFile
+
+    if not Path(source).exists():
+        raise UserError(f"source proxy file {source} does not exist; fit the source target first.")
+    entries = ProxyFile.read(source).proxies
+    if data.op not in entries:
+        raise UserError(f"source proxy file {source} has no {data.op} proxy (it has {', '.join(sorted(entries))}).")
+    if features == AUTO:
+        raise UserError("--from fits on one feature set; pass --features (terms, analytic, ...), not auto.")
+    src = entries[data.op].to_dict()
+    transfer = {"method": method, "source": src}
+    p = LatencyProxy(data.op, features, "linear", family=family, transfer=transfer)
+    p.fit(data.specs, data.values, unit=data.unit, target=data.target, fingerprint=data.fingerprint)
+    n = data.n_shapes
+    counts = sorted({c for c in (1, 2, 3, max(1, round(0.1 * n)), 5, 8, max(1, round(0.25 * n))) if c < n})
+    return p, transfer_curve(src, data, method, counts, features=features, family=p.family_)
+
+
 def _fmt(v, pct: bool = True) -> str:
     if v is None:
         return "n/a"
@@ -103,12 +126,21 @@ def _fmt(v, pct: bool = True) -> str:
 @click.option("--op", required=True, type=click.Choice(list(ALL_OPS) + ["all"]), help="Kernel op ('all': every op present).")
 @click.option("--mode", type=click.Choice(list(MODES)), default="kernel", show_default=True,
               help="Fit on kernel-mode measurements (profiling) or layer-mode ones (what whole models add up to).")
-@click.option("--features", default="cbops", show_default=True, type=click.Choice(FEATURE_SETS), help="Feature set.")
-@click.option("--model", default="linear", show_default=True, type=click.Choice(MODELS), help="Regressor.")
+@click.option("--features", default="cbops", show_default=True, type=click.Choice(FEATURE_SETS + (AUTO,)),
+              help="Feature set ('auto': chosen by shape-grouped CV, recorded in the proxy file).")
+@click.option("--model", default="linear", show_default=True, type=click.Choice(MODELS + (AUTO,)),
+              help="Regressor ('auto': chosen by shape-grouped CV).")
+@click.option("--family", type=click.Choice(FAMILIES), default=None,
+              help="Whose cost terms `--features terms` uses (default: from the target's name and widths).")
+@click.option("--from", "source", type=click.Path(dir_okay=False), default=None,
+              help="Source proxy file: fit on top of its proxy from a few target measurements (transfer).")
+@click.option("--transfer", "method", type=click.Choice(METHODS), default="ratio", show_default=True,
+              help="With --from: ratio (one scale), residual (log-ratio ridge on the features), "
+                   "cascade (source prediction as one more non-negative term).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Proxy file to write (JSON).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def fit(store_path: str, target: str, op: str, mode: str, features: str, model: str, output: str,
-        as_json: bool) -> None:
+def fit(store_path: str, target: str, op: str, mode: str, features: str, model: str, family: str | None,
+        source: str | None, method: str, output: str, as_json: bool) -> None:
     """Fit a latency proxy per op and report its shape-grouped CV error.
 
     Every bit-width of a shape is held out together, so the error is that of
@@ -119,6 +151,7 @@ def fit(store_path: str, target: str, op: str, mode: str, features: str, model: 
     ops = [o for o in ALL_OPS if any(m.spec.op == o for m in rows)] if op == "all" else [op]
     out = Path(output)
     proxies: dict[str, LatencyProxy] = {}
+    curves: dict[str, list] = {}
     for o in ops:
         data = TrainingSet.from_rows(rows, o)
         if data.n_shapes < 2:
@@ -126,21 +159,34 @@ def fit(store_path: str, target: str, op: str, mode: str, features: str, model: 
                 f"target {target!r} has {o} measurements of only {data.n_shapes} shape; "
                 "shape-grouped cross-validation needs at least 2, so measure more shapes."
             )
-        proxies[o] = data.fit(features, model)
+        if source is not None:
+            proxies[o], curves[o] = _transfer(source, data, method, features, family)
+        elif AUTO in (features, model):
+            proxies[o] = select(data, features, model, family=family)
+        else:
+            proxies[o] = data.fit(features, model, family=family)
     save_proxies(proxies, out)
-    summaries = {o: _summary(p, features, model, out) for o, p in proxies.items()}
+    summaries = {o: _summary(p, p.features, p.model, out) for o, p in proxies.items()}
+    for o, c in curves.items():
+        summaries[o].update(transfer={"from": str(source), "method": method, "curve": c})
     if as_json:
         obj = summaries[ops[0]] if op != "all" else summaries
         click.echo(json.dumps(obj, indent=2, sort_keys=True))
         return
     for o, m in summaries.items():
+        chosen = " (chosen by grouped CV)" if "selection" in m else ""
         click.echo(
-            f"{o} on {m['target']}: {model} proxy on {features} features, {m['n']} kernels of {m['n_groups']} shapes"
-            f" (unit {m['unit']})"
+            f"{o} on {m['target']}: {m['model']} proxy on {m['features']} features{chosen}, {m['n']} kernels of "
+            f"{m['n_groups']} shapes (unit {m['unit']})"
         )
         click.echo(f"  grouped {m['n_splits']}-fold CV (whole shapes held out):")
         click.echo(f"    MAPE            {_fmt(m['mape'])}")
         click.echo(f"    within +-5%     {_fmt(m['within5'])}")
         click.echo(f"    within +-10%    {_fmt(m['within10'])}")
         click.echo(f"    Spearman rho    {_fmt(m['spearman'], pct=False)}")
+        if "transfer" in m:
+            click.echo(f"  transfer ({method} from {source}): held-out-shape MAPE vs target shapes measured")
+            for r in m["transfer"]["curve"]:
+                click.echo(f"    {r['n_shapes']:4d} shapes ({100 * r['share']:5.1f}%)  MAPE {r['mape']:6.2f}% "
+                           f"+- {r['mape_sd']:.2f}  within10 {r['within10']:5.1f}%")
     click.echo(f"wrote {out}")

@@ -33,7 +33,7 @@ FORMAT = "mico-proxy"
 VERSION = 1
 WHAT = "mico proxy file"
 #: the LatencyProxy parameters a config may hold
-PARAMS = ("op", "features", "model", "random_state", "lookup")
+PARAMS = ("op", "features", "model", "random_state", "lookup", "family", "transfer")
 
 
 def training_digest(specs: Sequence[KernelSpec], values: Sequence[float]) -> str:
@@ -76,11 +76,11 @@ class TrainingSet:
         return len({s.shape for s in self.specs})
 
     def fit(self, features: str = "cbops", model: str = "linear", *, cv: bool = True,
-            random_state: int = 0) -> "LatencyProxy":
+            random_state: int = 0, family: str | None = None) -> "LatencyProxy":
         """A LatencyProxy of this op fit on this set (with its unit, target and fingerprint)."""
         from .model import LatencyProxy
 
-        return LatencyProxy(self.op, features, model, random_state).fit(
+        return LatencyProxy(self.op, features, model, random_state, family=family).fit(
             self.specs, self.values, cv=cv, unit=self.unit, target=self.target, fingerprint=self.fingerprint)
 
 

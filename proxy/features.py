@@ -14,6 +14,9 @@ the CLI edge, proxy/cli.py) into a 2-D array.  All counts come from
 | `analytic` | a cost model of a bit-packed kernel: MACs split by (qa, qw) pair  |
 |          | (16 columns, one slope per pair), activations gathered/unpacked split |
 |          | by qa (4 columns), weights streamed split by qw (4), outputs written |
+| `terms`  | the cost terms of the target's family (proxy/terms.py): word-level   |
+|          | loop iterations, per-row/output overheads, cache re-streams (CPU);   |
+|          | compute tiles, DRAM words per operand, fill (BitFusion)              |
 
 With ``log=True`` (the default) every column is ``log1p``-transformed (log1p
 rather than log because a conv2d padding P may be 0); the tree models use that.
@@ -34,7 +37,9 @@ from harness.errors import UserError
 from harness.spec import KernelSpec
 from kernels.numeric import BITS
 
-FEATURE_SETS = ("raw", "bops", "cbops", "cbops+", "analytic")
+from . import terms
+
+FEATURE_SETS = ("raw", "bops", "cbops", "cbops+", "analytic", "terms")
 
 _COUNTS = {
     "bops": ("bops",),
@@ -55,10 +60,12 @@ def spec_list(specs: Iterable[KernelSpec]) -> list[KernelSpec]:
     return out
 
 
-def feature_names(name: str, op: str | None) -> list[str]:
-    """Column names of feature set `name` for kernels of `op`."""
+def feature_names(name: str, op: str | None, family: str = "cpu") -> list[str]:
+    """Column names of feature set `name` for kernels of `op` (`family`: of the `terms` set)."""
     if name not in FEATURE_SETS:
         raise UserError(f"unknown feature set {name!r}; use one of {', '.join(FEATURE_SETS)}.")
+    if name == "terms":
+        return terms.names(family, op)
     if name in ("raw", "cbops+") and op not in KernelSpec.FIELDS:
         raise UserError(f"feature set {name!r} needs kernels of a single op (matmul or conv2d).")
     fields = list(KernelSpec.FIELDS[op]) if op in KernelSpec.FIELDS else []
@@ -88,7 +95,7 @@ def _single_op(specs: Sequence[KernelSpec], op: str | None) -> str | None:
 
 
 def features(specs: Iterable[KernelSpec], name: str = "cbops", log: bool = True,
-             op: str | None = None) -> tuple[np.ndarray, list[str]]:
+             op: str | None = None, family: str = "cpu") -> tuple[np.ndarray, list[str]]:
     """(X, names): feature set `name` of kernels `specs`.
 
     X has one row per kernel, float64; with ``log=True`` every column is
@@ -97,7 +104,7 @@ def features(specs: Iterable[KernelSpec], name: str = "cbops", log: bool = True,
     """
     specs = spec_list(specs)
     the_op = _single_op(specs, op)
-    names = feature_names(name, the_op)
+    names = feature_names(name, the_op, family)
     if not specs:
         return np.zeros((0, len(names))), names
     rows: list[list[float]] = []
@@ -107,6 +114,9 @@ def features(specs: Iterable[KernelSpec], name: str = "cbops", log: bool = True,
     elif name == "analytic":
         for s in specs:
             rows.append(_analytic_row(s))
+    elif name == "terms":
+        for s in specs:
+            rows.append(terms.row(s, family))
     else:
         counts = _COUNTS[name]
         with_shape = name == "cbops+"

@@ -18,7 +18,16 @@ Models:
   small kernels tens of percent off.
 - ``rf`` / ``gbrt``: random forest / gradient-boosted trees on the log1p
   features predicting log latency.  Trees do not extrapolate: a kernel larger
-  than any trained one is predicted like the largest trained one.
+  than any trained one is predicted like the largest trained one.  ``rf`` is
+  MiCo's default recipe (a random forest with a log target), the baseline.
+- ``mgbrt``: histogram gradient boosting on the log1p features predicting log
+  latency with monotone constraints (`monotone_constraints`): latency may only
+  grow with a count (MACs, words, bits, sizes) and only shrink with a stride or
+  the number of groups, so the trees cannot invent a dip between measured
+  shapes; they still do not extrapolate beyond them.
+
+``features="terms"`` uses the cost terms of the target's family (proxy/terms.py);
+``family`` None picks it from the target's name and widths (`terms.family_of`).
 
 Persistence never pickles: a proxy file (`proxy.document.ProxyFile`) is JSON
 holding, per op, the config, the training data (spec dicts + values), a sha256
@@ -44,11 +53,12 @@ from harness.spec import ALL_OPS, KernelSpec
 
 from .document import ProxyEntry, ProxyFile, TrainingSet, training_digest  # noqa: F401  (re-exported)
 from .features import FEATURE_SETS, spec_list
+from .terms import check_family, family_of
 from .features import features as make_features
 
 log = logging.getLogger(__name__)
 
-MODELS = ("linear", "rf", "gbrt")
+MODELS = ("linear", "rf", "gbrt", "mgbrt")
 _N_CHECK = 16  # training predictions stored to verify a refit reproduces the saved proxy
 #: latencies a fit accepts (any unit): beyond them a value is a typo, and relative weights 1/y^2 overflow
 PLAUSIBLE = (1e-12, 1e24)
@@ -63,6 +73,11 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
     features : "raw" | "bops" | "cbops" | "cbops+" | "analytic" (see proxy.features).
     model : "linear" | "rf" | "gbrt".
     random_state : seed of the tree models (and of nothing else).
+    family : "cpu" | "bitfusion" | None -- whose cost terms ``features="terms"`` uses
+        (None: from the target name and widths at fit time, see proxy.terms).
+    transfer : None, or {"method": "ratio" | "residual" | "cascade", "source": a source
+        proxy's entry dict} -- fit on top of another target's proxy (proxy.transfer);
+        ``model`` is then unused.
 
     Attributes after `fit`: ``unit`` (of the training values, e.g. "cycles"),
     ``n_train``, ``n_shapes``, ``cv_`` (grouped-CV metrics dict or None),
@@ -70,12 +85,14 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, op: str, features: str = "cbops", model: str = "linear", random_state: int = 0,
-                 lookup: bool = True):
+                 lookup: bool = True, family: str | None = None, transfer: dict | None = None):
         self.op = op
         self.features = features
         self.model = model
         self.random_state = random_state
         self.lookup = lookup
+        self.family = family
+        self.transfer = transfer
 
     # ---- configuration ------------------------------------------------------
     def _check_params(self) -> None:
@@ -87,10 +104,12 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
             raise MicoError(f"unknown model {self.model!r}; use one of {', '.join(MODELS)}.")
         if isinstance(self.random_state, bool) or not isinstance(self.random_state, (int, np.integer)):
             raise MicoError(f"random_state must be an integer, got {self.random_state!r}.")
+        if self.family is not None:
+            check_family(self.family)
 
     @property
     def _log(self) -> bool:
-        return self.model != "linear"
+        return self.model != "linear" and not self.transfer
 
     def _make_regressor(self):
         rs = int(self.random_state)
@@ -104,12 +123,19 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
             from sklearn.ensemble import RandomForestRegressor
 
             return RandomForestRegressor(n_estimators=100, random_state=rs)
+        if self.model == "mgbrt":
+            from sklearn.ensemble import HistGradientBoostingRegressor
+
+            return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.1, max_leaf_nodes=15,
+                                                 min_samples_leaf=5, random_state=rs,
+                                                 monotonic_cst=monotone_constraints(self.feature_names_))
         from sklearn.ensemble import GradientBoostingRegressor
 
         return GradientBoostingRegressor(n_estimators=200, learning_rate=0.1, max_depth=3, random_state=rs)
 
     def _X(self, specs: Sequence[KernelSpec]) -> np.ndarray:
-        X, names = make_features(specs, self.features, log=self._log, op=self.op)
+        X, names = make_features(specs, self.features, log=self._log, op=self.op,
+                                 family=getattr(self, "family_", None) or self.family or "cpu")
         self.feature_names_ = names
         return X
 
@@ -138,15 +164,28 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
         if np.any(y < PLAUSIBLE[0]) or np.any(y > PLAUSIBLE[1]):
             raise MicoError(f"latencies must lie between {PLAUSIBLE[0]:g} and {PLAUSIBLE[1]:g}, but range from "
                             f"{y.min():.3g} to {y.max():.3g}; drop the implausible measurements before fitting.")
+        self.family_ = self.family or (family_of(target, specs) if self.features == "terms" else "cpu")
         self.cv_ = None
         if cv:
+            from sklearn.base import clone
+
             from .cv import cross_validate
 
-            self.cv_ = cross_validate(self, specs, y)
+            # the folds' clones fit without the target's name: they get the family resolved here
+            self.cv_ = cross_validate(clone(self).set_params(family=self.family_), specs, y)
         Xf = self._X(specs)
-        reg = self._make_regressor()
-        if self._log:
-            reg.fit(Xf, np.log(y))
+        if self.transfer:
+            from .transfer import fit_transfer, source_proxy
+
+            self.source_ = source_proxy(self.transfer, self.op)
+            reg = fit_transfer(self, specs, y, Xf)
+        else:
+            reg = self._make_regressor()
+        if self.transfer:
+            pass
+        elif self._log:
+            with _one_thread():
+                reg.fit(Xf, np.log(y))
         else:
             # least squares on *relative* error: kernels span orders of magnitude and
             # the proxy is judged (and the search misled) by relative error
@@ -180,7 +219,11 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
         specs = spec_list(specs)
         if not specs:
             return np.zeros(0)
-        p = self.regressor_.predict(self._X(specs))
+        if self.transfer:
+            p = self.regressor_.predict(self.source_.predict(specs), self._X(specs))
+        else:
+            with _one_thread():
+                p = self.regressor_.predict(self._X(specs))
         if self._log:
             p = np.exp(p)
         p = np.maximum(p, 0.0)
@@ -236,6 +279,23 @@ class LatencyProxy(RegressorMixin, BaseEstimator):
                 log.warning("%s: refitting did not reproduce the saved predictions exactly (saved with %s, now %s)",
                             where, entry.versions, _versions())
         return proxy
+
+
+def _one_thread():
+    """OpenMP limited to one thread: the proxies' data sets are small, and on a shared
+    machine HistGradientBoosting's spinning threads made one fit ~70x slower (measured)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="openmp")
+
+
+#: feature columns along which latency may fall: a larger stride or more groups do less work
+_DECREASING = ("S", "G")
+
+
+def monotone_constraints(names: Sequence[str]) -> list[int]:
+    """+1 (latency grows with the column) for every count, -1 for stride and groups."""
+    return [-1 if n in _DECREASING else 1 for n in names]
 
 
 def _versions() -> dict:

@@ -136,11 +136,11 @@ def test_import_malformed_mico_csv_is_one_sentence_and_leaves_store_intact(tmp_p
     good.write_text("N,M,K,QA,QW,Time\n1,16,64,8,8,1000\n1,16,64,4,4,600\n")
     mico("import", good, "--target", "mico-board", "--op", "matmul", "--store", db)
     bad = tmp_path / "bad.csv"
-    bad.write_text("N,M,K,QA,QW,Time\n1,32,64,8,8,1000\n1,32,64,3,8,900\n")
+    bad.write_text("N,M,K,QA,QW,Time\n1,32,64,8,8,1000\n1,32,64,9,8,900\n")
     r = mico("import", bad, "--target", "mico-board", "--op", "matmul", "--store", db, check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = [l for l in r.stderr.strip().splitlines() if l]
-    assert len(lines) == 1 and "line 3" in lines[0] and "QA=3" in lines[0], r.stderr
+    assert len(lines) == 1 and "line 3" in lines[0] and "QA=9" in lines[0], r.stderr
     # all or nothing: the good row of the bad file was not stored either
     assert sorted(r_[:4] for r_ in _rows(db)) == [("matmul", "1,16,64", 4, 4), ("matmul", "1,16,64", 8, 8)]
     r = mico("import", tmp_path / "missing.csv", "--target", "x", "--op", "matmul", "--store", db, check=False)

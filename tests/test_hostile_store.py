@@ -254,7 +254,7 @@ def test_old_or_unknown_layout_is_one_sentence(tmp_path, damage, match):
 @pytest.mark.parametrize("column,value,match", [
     ("shape", "1,x,3", "shape '1,x,3' is not a comma-separated list of integers"),
     ("shape", "1,2", "matmul shape needs 3 numbers"),
-    ("qa", 3, "qa=3 is not a supported bit-width"),
+    ("qa", 9, "qa=9 is not a supported bit-width"),
     ("raw", "[1.0, 2", "raw values are not valid JSON"),
     ("raw", '{"a": 1}', "not a JSON list"),
     ("raw", '["fast"]', "is not a number"),
@@ -558,8 +558,8 @@ def test_library_errors_are_value_errors_and_name_no_cli_flag(tmp_path):
         Store(tmp_path / "missing.db", readonly=True)
     assert "--" not in str(e.value) and "`mico" not in str(e.value)
     with pytest.raises(ValueError) as e:
-        KernelSpec("matmul", (1, 2, 3), 3, 8)
-    assert str(e.value) == "qa=3 is not a supported bit-width; use one of 1, 2, 4, 8."
+        KernelSpec("matmul", (1, 2, 3), 9, 8)
+    assert str(e.value) == "qa=9 is not a supported bit-width; use one of 1, 2, 3, 4, 5, 6, 7, 8."
 
 
 if __name__ == "__main__":  # pragma: no cover

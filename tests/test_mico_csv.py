@@ -90,7 +90,7 @@ MM_HEADER = "N,M,K,QA,QW,Time\n"
     ("H,W,C,K,S,QA,QW,Time\n1,2,3,4,5,6,7,8\n", "conv2d", "lacks column(s) KS", 1),
     (MM_HEADER + "1,2,3,8,8,10\n1,2,abc,8,8,10\n", "matmul", "K='abc' is not an integer", 3),
     (MM_HEADER + "1,2,3.5,8,8,10\n", "matmul", "K='3.5' is not an integer", 2),
-    (MM_HEADER + "1,2,3,8,8,10\n\n1,2,4,3,8,10\n", "matmul", "QA=3 is not a supported bit-width", 4),
+    (MM_HEADER + "1,2,3,8,8,10\n\n1,2,4,9,8,10\n", "matmul", "QA=9 is not a supported bit-width", 4),
     (MM_HEADER + "1,2,3,8,16,10\n", "matmul", "QW=16 is not a supported bit-width", 2),
     (MM_HEADER + "1,0,3,8,8,10\n", "matmul", "impossible", 2),
     ("H,W,C,K,KS,S,QA,QW,Time\n2,2,3,8,3,1,8,8,10\n", "conv2d", "kernel does not fit", 2),

@@ -139,7 +139,7 @@ def test_scheme_doc_round_trip_and_typed_fields(tmp_path):
 @pytest.mark.parametrize("over,match", [
     ({"layers": [{"name": "a", "qa": 8, "qw": 8, "spec": {"op": "matmul", "shape": [1, 2, 3], "qa": 2, "qw": 8}}]},
      "says 8x8 but its kernel spec says 2x8"),
-    ({"layers": [{"name": "a", "qa": 3, "qw": 8}]}, "layer 'a' has qa=3"),
+    ({"layers": [{"name": "a", "qa": 9, "qw": 8}]}, "layer 'a' has qa=9"),
     ({"layers": []}, "'layers' is not a non-empty list"),
     ({"accuracy": 0.9}, "'accuracy' is a float, not a dict"),
     ({"model": None}, "'model' is not a string"),

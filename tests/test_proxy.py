@@ -204,7 +204,8 @@ def test_sklearn_clone_and_params():
 
     p = LatencyProxy("conv2d", features="cbops+", model="rf", random_state=7)
     q = clone(p)
-    assert q.get_params() == {"op": "conv2d", "features": "cbops+", "model": "rf", "random_state": 7, "lookup": True}
+    assert q.get_params() == {"op": "conv2d", "features": "cbops+", "model": "rf", "random_state": 7, "lookup": True,
+                              "family": None, "transfer": None}
 
 
 # ---- persistence ---------------------------------------------------------------------------
@@ -306,11 +307,11 @@ def test_bad_kernel_inside_proxy_file(tmp_path, mm_data):
 
     def bad_bits(d):
         e = d["proxies"]["matmul"]
-        e["training"]["specs"][0]["qa"] = 3
+        e["training"]["specs"][0]["qa"] = 9
         e["digest"] = "irrelevant"
 
     _tamper(path, bad_bits)
-    with pytest.raises(UserError, match="qa=3 is not a supported bit-width"):
+    with pytest.raises(UserError, match="qa=9 is not a supported bit-width"):
         LatencyProxy.load(path)
     with pytest.raises(UserError, match="does not exist"):
         LatencyProxy.load(tmp_path / "missing.json")

@@ -63,7 +63,7 @@ def test_fingerprint_follows_in_fingerprint_declarations():
     """bitfusion-model: each in_fingerprint parameter changes the fingerprint, the others do not."""
     base = registry.get("bitfusion-model").build().fingerprint
     changed = {"rows": 8, "cols": 16, "ibuf_kib": 32, "wbuf_kib": 16, "obuf_kib": 8, "dram_bits": 64,
-               "dram_latency": 9, "imem_depth": 512, "dram_mib": 64, "timeout_s": 5}
+               "dram_latency": 9, "imem_depth": 512, "dram_mib": 64, "timeout_s": 5, "widths": "2,3,8"}
     t = registry.get("bitfusion-model")
     assert set(changed) == {p.name for p in t.PARAMS}
     for p in t.PARAMS:

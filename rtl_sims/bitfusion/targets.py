@@ -40,7 +40,7 @@ from harness.transports import ProcessTransport
 from kernels import reference
 from kernels.ir import generator_digest
 
-from .compiler import ArrayConfig, CompileError, Compiled, compile_kernel
+from .compiler import SUPPORTED_BITS, ArrayConfig, CompileError, Compiled, compile_kernel
 from .link import BFClient
 from .model import predict
 
@@ -51,6 +51,21 @@ TB = [HERE / "tb" / "tb.cpp"]
 TOP = "bf_top"
 PY_SOURCES = [HERE / "compiler.py", HERE / "model.py", HERE / "isa.py"]
 ALL_PAIRS = tuple((a, w) for a in (1, 2, 4, 8) for w in (1, 2, 4, 8))
+DEFAULT_WIDTHS = (1, 2, 4, 8)
+
+
+def widths(v) -> tuple[int, ...]:
+    """The ``widths`` parameter: 'all' (1..8) or a comma list of widths in 1..8, e.g. '2,3,5,8'."""
+    t = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v).strip()
+    if t.lower() == "all":
+        return SUPPORTED_BITS
+    try:
+        out = tuple(sorted({int(x) for x in t.split(",")}))
+    except ValueError:
+        raise ValueError("'all' or a comma-separated list of bit-widths") from None
+    if not out or not set(out) <= set(SUPPORTED_BITS):
+        raise ValueError(f"'all' or bit-widths among {', '.join(map(str, SUPPORTED_BITS))}")
+    return out
 
 _P = ArrayConfig()      # the published configuration
 PARAMS = (
@@ -66,6 +81,9 @@ PARAMS = (
           check=between(1, 16384)),
     Param("timeout_s", number, None, "wall-clock bound in seconds for one request (default 1800)",
           in_fingerprint=False, check=at_least(1)),
+    # which widths a session offers changes no cycle count, so it is not part of the fingerprint
+    Param("widths", widths, DEFAULT_WIDTHS, "bit-widths offered and swept: 'all' (1..8, odd widths on their "
+          "container bricks) or a comma list; default 1,2,4,8 (16 pairs)", in_fingerprint=False),
 )
 _KIB = {"ibuf_kib": "ibuf_bytes", "wbuf_kib": "wbuf_bytes", "obuf_kib": "obuf_bytes"}
 
@@ -73,7 +91,7 @@ _KIB = {"ibuf_kib": "ibuf_bytes", "wbuf_kib": "wbuf_bytes", "obuf_kib": "obuf_by
 def config_from_params(params: dict) -> ArrayConfig:
     """The array configuration the parameters describe (validated); also used by the benchmarks."""
     v = validate_params(PARAMS, params, "bitfusion targets")
-    kw = {_KIB.get(k, k): (x * 1024 if k in _KIB else x) for k, x in v.items() if k != "timeout_s"}
+    kw = {_KIB.get(k, k): (x * 1024 if k in _KIB else x) for k, x in v.items() if k not in ("timeout_s", "widths")}
     cfg = ArrayConfig(**kw)
     try:
         cfg.validate()
@@ -89,9 +107,10 @@ def _sources_digest(files) -> str:
     return h.hexdigest()[:16]
 
 
-def _hello(cfg: ArrayConfig, target_id: str, build: str) -> Hello:
+def _hello(cfg: ArrayConfig, target_id: str, build: str, bits: tuple[int, ...] = DEFAULT_WIDTHS) -> Hello:
+    pairs = tuple((a, w) for a in bits for w in bits)
     return Hello(fw_version=1, proto_version=1, ram_bytes=min(cfg.dram_mib << 20, 0xFFFFFFFF), max_payload=0x7FFFFFFF,
-                 timer_unit="cycles", timer_hz=500_000_000, ops=("matmul", "conv2d"), pairs=ALL_PAIRS,
+                 timer_unit="cycles", timer_hz=500_000_000, ops=("matmul", "conv2d"), pairs=pairs,
                  kernels_version=1, code_bytes=cfg.imem_depth * 8, target_id=target_id,
                  isa=(f"bitfusion {cfg.rows}x{cfg.cols} FU, IBUF {cfg.ibuf_bytes} B, WBUF {cfg.wbuf_bytes} B, "
                       f"OBUF {cfg.obuf_bytes} B, DRAM {cfg.dram_bits} bit/cycle"), build=build)
@@ -201,7 +220,7 @@ class _BitFusionBase(Target):
             self.kernel_timeout = float(self.params["timeout_s"])
 
     def capabilities(self) -> Capabilities:
-        return replace(self.CAPABILITIES, memory_bytes=self.cfg.dram_mib << 20)
+        return replace(self.CAPABILITIES, memory_bytes=self.cfg.dram_mib << 20, bits=tuple(self.params["widths"]))
 
     def _cfg_parts(self) -> dict:
         d = self.cfg.to_dict()
@@ -266,6 +285,9 @@ class BitFusionRTL(_BitFusionBase):
         if got != want:
             t.abort()
             raise CrashError(f"the testbench was built for {got}, not {want}")
+        # the testbench's HELLO mask can only name the power-of-two pairs; the widths are the compiler's
+        bits = tuple(self.params["widths"])
+        hello = replace(hello, pairs=tuple((a, w) for a in bits for w in bits))
         return BitFusionSession(t, client, hello, self.cfg, self.kernel_timeout)
 
 
@@ -284,7 +306,7 @@ class BitFusionModel(_BitFusionBase):
                                                                         "kind": "analytical model"})
 
     def open(self, build: BuildResult) -> ModelSession:
-        return ModelSession(_hello(self.cfg, self.name, "analytical model"), self.cfg)
+        return ModelSession(_hello(self.cfg, self.name, "analytical model", tuple(self.params["widths"])), self.cfg)
 
     def model_toolchain(self):
         raise UserError("bitfusion-model only predicts kernel cycles; deploy models on bitfusion-rtl.")
