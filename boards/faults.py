@@ -31,8 +31,9 @@ class FaultConfig:
     cut_every_s: float = 0.0     # a connection is cut after this long (0 = never)
     seed: int = 1
     directions: str = "both"     # both | to_board | to_host
-    #: leave the BIOS serial boot alone: faults go off when the host sends the SFL magic and
-    #: back on when the BIOS says "Liftoff" (the firmware runs).  LiteX's SFL acknowledges a
+    #: leave the BIOS serial boot alone: faults are off from the start and whenever the SFL
+    #: magic passes (the BIOS's request or the host's answer), back on when the BIOS says
+    #: "Liftoff" (the firmware runs).  LiteX's SFL acknowledges a
     #: frame with one unsequenced byte, so at ~1 % damage a corrupted 'C' read as 'K' skips a
     #: frame in about one boot of five of a 94 KB image (the image CRC in HELLO catches it and
     #: the board reboots, 280 s per try): no host can make that upload robust, a board on such
@@ -80,7 +81,8 @@ class FaultProxy:
         self.port = self._srv.getsockname()[1]
         self._stop = threading.Event()
         self._armed = threading.Event()
-        self._armed.set()
+        if not self.config.spare_boot:
+            self._armed.set()
         self._tail_to_board = self._tail_to_host = b""
         self._conns: list[tuple[socket.socket, socket.socket]] = []
         self._thread = threading.Thread(target=self._accept_loop, name="fault-proxy", daemon=True)
@@ -156,11 +158,13 @@ class FaultProxy:
         seen = tail + data
         if to_board:
             self._tail_to_board = seen[-16:]
-            if b"sL5DdSMmkekro" in seen:
+            if b"z6IHG7cYDID6o" in seen:
                 self._armed.clear()
         else:
             self._tail_to_host = seen[-16:]
-            if b"Liftoff" in seen:
+            if b"sL5DdSMmkekro" in seen:
+                self._armed.clear()
+            elif b"Liftoff" in seen:
                 self._armed.set()
 
     def _damage(self, data: bytes, direction: str) -> bytes:
