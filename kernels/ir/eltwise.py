@@ -89,6 +89,25 @@ class _Sum(Op):
     def param_bits(self) -> int:
         return 32 * (self.n_inputs + 1)
 
+    def spec(self, ins, batch=1, mode="kernel"):
+        if mode != "layer":
+            return None
+        from harness.spec import KernelSpec
+
+        # mico_add's time depends on the element count and the output path (sign or clamp), not on the
+        # input widths: qa is the first input's
+        return KernelSpec(self.kind, (batch, ins[0].numel), ins[0].bits, 0, "layer", self.out_bits)
+
+    @classmethod
+    def from_spec(cls, spec) -> tuple["_Sum", list[TensorType]]:
+        N, E = spec.shape
+        return cls(name=spec.op, out_bits=spec.out_bits), [TensorType((E,), spec.qa)] * cls.n_inputs
+
+    def randomized(self, rng, ins):
+        """Seeded scale ratios in [0.25, 2] (ReLU on codes wider than one bit, as the MAC layers)."""
+        ratios = rng.uniform(0.25, 2.0, self.n_inputs)
+        return type(self).from_scales(self.name, ratios, 1.0, self.out_bits, relu=self.out_bits > 1)
+
     def cost_terms(self, ins, out):
         return {"elements_in": sum(t.numel for t in ins), "elements_out": out.numel,
                 "multiplies": self.n_inputs * out.numel}
