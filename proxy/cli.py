@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from harness.errors import UserError
-from harness.spec import ALL_OPS, MODES, KernelSpec
+from harness.spec import ALL_OPS, LAYER_OPS, MODES, KernelSpec
 
 from .features import FEATURE_SETS
 from .model import MODELS, LatencyProxy, TrainingSet, save_proxies
@@ -85,7 +85,7 @@ def _load_rows(store_path: str, target: str, op: str, mode: str = "kernel") -> l
 
 
 def _summary(p: LatencyProxy, features: str, model: str, output: Path) -> dict:
-    m = dict(p.cv_ or {})
+    m = dict(p.cv_ or {"n": p.n_train, "n_groups": p.n_shapes})
     m.update(op=p.op, target=p.target, fingerprint=p.fingerprint, features=features, model=model,
              unit=p.unit, output=str(output))
     return m
@@ -121,12 +121,13 @@ def fit(store_path: str, target: str, op: str, mode: str, features: str, model: 
     proxies: dict[str, LatencyProxy] = {}
     for o in ops:
         data = TrainingSet.from_rows(rows, o)
-        if data.n_shapes < 2:
+        if data.n_shapes < 2 and not (op == "all" and o in LAYER_OPS and len(data.specs) >= 2):
             raise UserError(
                 f"target {target!r} has {o} measurements of only {data.n_shapes} shape; "
                 "shape-grouped cross-validation needs at least 2, so measure more shapes."
             )
-        proxies[o] = data.fit(features, model)
+        # a model's one global pool: fitted without CV, it prices that layer by its measurements
+        proxies[o] = data.fit(features, model, cv=data.n_shapes >= 2)
     save_proxies(proxies, out)
     summaries = {o: _summary(p, features, model, out) for o, p in proxies.items()}
     if as_json:
@@ -138,6 +139,9 @@ def fit(store_path: str, target: str, op: str, mode: str, features: str, model: 
             f"{o} on {m['target']}: {model} proxy on {features} features, {m['n']} kernels of {m['n_groups']} shapes"
             f" (unit {m['unit']})"
         )
+        if "n_splits" not in m:
+            click.echo("  no CV (one shape): priced by its measurements")
+            continue
         click.echo(f"  grouped {m['n_splits']}-fold CV (whole shapes held out):")
         click.echo(f"    MAPE            {_fmt(m['mape'])}")
         click.echo(f"    within +-5%     {_fmt(m['within5'])}")
