@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from harness.errors import UserError
-from harness.spec import ALL_OPS, LAYER_OPS, MODES, KernelSpec
+from harness.spec import ALL_OPS, MODES, KernelSpec
 
 from .features import FEATURE_SETS
 from .model import MODELS, LatencyProxy, TrainingSet, save_proxies
@@ -121,12 +121,13 @@ def fit(store_path: str, target: str, op: str, mode: str, features: str, model: 
     proxies: dict[str, LatencyProxy] = {}
     for o in ops:
         data = TrainingSet.from_rows(rows, o)
-        if data.n_shapes < 2 and not (op == "all" and o in LAYER_OPS and len(data.specs) >= 2):
+        if data.n_shapes < 2 and not (op == "all" and mode == "layer" and len(data.specs) >= 2):
             raise UserError(
                 f"target {target!r} has {o} measurements of only {data.n_shapes} shape; "
                 "shape-grouped cross-validation needs at least 2, so measure more shapes."
             )
-        # a model's one global pool: fitted without CV, it prices that layer by its measurements
+        # a model plan's one-shape ops (its global pool, its classifier): fitted without CV, they price
+        # those layers by their measurements
         proxies[o] = data.fit(features, model, cv=data.n_shapes >= 2)
     save_proxies(proxies, out)
     summaries = {o: _summary(p, features, model, out) for o, p in proxies.items()}

@@ -130,9 +130,10 @@ def _interior(n_out: int, size: int, ks: int, stride: int, pad: int) -> int:
 #: layer mode: the requantisation writes int32 logits, signs (1 bit) or clamped codes
 REQUANT_COLUMNS = ("requant_int32", "requant_sign", "requant_codes")
 #: ops without weights (pools, adds, rescales, copies): their time is linear in the elements they read
-#: (all inputs; window_reads counts a pool's window per output) and write; a 1-bit code takes the sign
-#: path (sign_outputs: add/rescale writing 1 bit, an average of 1-bit codes) instead of the clamp
-LAYER_COLUMNS = ("window_reads", "inputs", "outputs", "sign_outputs")
+#: (all inputs; window_reads counts a pool's window per output) and write, the outputs split by path:
+#: 1-bit codes take the sign path (add/rescale writing 1 bit: half the clamp's cost; an average of
+#: 1-bit codes: a sign pass more), so one positive slope each fits both
+LAYER_COLUMNS = ("window_reads", "inputs", "code_outputs", "sign_outputs")
 
 
 def _layer_columns(s: KernelSpec) -> list[float]:
@@ -160,7 +161,8 @@ def _analytic_row(s: KernelSpec) -> list[float]:
     """
     if s.op in LAYER_OPS:
         sign = s.out_bits == 1 and s.op in ("add", "rescale", "avgpool", "avgpool1d", "gavgpool")
-        return [float(s.outputs * s.reduction), float(s.act_count), float(s.outputs), float(s.outputs * sign)]
+        return [float(s.outputs * s.reduction), float(s.act_count), float(s.outputs * (not sign)),
+                float(s.outputs * sign)]
     if s.qa not in BITS or s.qw not in BITS:
         raise UserError(f"the analytic feature set covers the bit-packed widths {', '.join(map(str, BITS))}; "
                         f"kernel {s} is outside them.")
