@@ -133,3 +133,42 @@ def test_resnet8_on_host_prices_every_timed_layer_with_a_layer_proxy():
     g = model.lower(schemes[2])
     preds, _ = _predict(lat, timed_layers(g, "layer"))
     assert None not in preds
+
+
+def test_analytic_features_split_outputs_by_path():
+    from proxy.features import LAYER_COLUMNS, features
+
+    X, names = features([KernelSpec("add", (1, 64), 8, 0, "layer", 8), KernelSpec("add", (1, 64), 8, 0, "layer", 1)],
+                        "analytic", log=False, op="add")
+    assert names == list(LAYER_COLUMNS)
+    np.testing.assert_array_equal(X, [[128, 128, 64, 0], [128, 128, 0, 64]])
+
+
+def test_fit_all_in_layer_mode_prices_one_shape_ops_by_their_measurements(tmp_path):
+    """A model plan measures its classifier and global pool at one shape: `fit --op all --mode
+    layer` fits them without CV (lookups); asked for alone, such an op is still refused."""
+    from click.testing import CliRunner
+
+    from harness.store import Store
+    from proxy.cli import fit as fit_cmd
+    from proxy.model import load_proxies
+
+    specs = [KernelSpec("matmul", (1, 10, 64), a, 8, "layer", 0) for a in (2, 8)]
+    specs += [KernelSpec("gavgpool", (1, 64, 2, 2, 1, 1), b, 0, "layer", b) for b in (1, 8)]
+    specs += [KernelSpec("add", (1, e), 8, 0, "layer", o) for e in (64, 256, 512) for o in (1, 8)]
+    t = registry.get("host")
+    db = tmp_path / "s.db"
+    with t.session() as s, Store(db) as st:
+        st.add_target("fp-host", "host", {})
+        ms = [measure(s, x, "fp-host", False, target=t, policy=StatsPolicy(fixed_repeats=3)) for x in specs]
+        st.put_many(ms)
+    out = tmp_path / "p.json"
+    r = CliRunner().invoke(fit_cmd, ["--store", str(db), "--target", "host", "--op", "all", "--mode", "layer",
+                                     "--features", "analytic", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("no CV (one shape)") == 2 and "add on host" in r.output
+    lat = load_proxies(out)
+    np.testing.assert_allclose(lat.predict_specs(specs), [m.median for m in ms])
+    r = CliRunner().invoke(fit_cmd, ["--store", str(db), "--target", "host", "--op", "gavgpool", "--mode", "layer",
+                                     "-o", str(tmp_path / "q.json")])
+    assert r.exit_code != 0 and isinstance(r.exception, UserError) and "only 1 shape" in str(r.exception)
