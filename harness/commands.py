@@ -16,7 +16,8 @@ from .store import Measurement, Store
 SHAPE_HELP = ("matmul: N,M,K (N activation rows, M outputs, K reduction); "
               "conv2d: N,C,H,W,K,KS,S,P[,G] (NCHW input, K output channels, "
               "square kernel KS, stride S, zero padding P, groups G, default 1); "
-              "maxpool/avgpool: N,C,H,W,KS,S.")
+              "maxpool/avgpool: N,C,H,W,KS,S[,P]; maxpool1d/avgpool1d/unfold: N,C,L,KS,S,P; "
+              "gavgpool: N,C,H,W,OH,OW; add/rescale: N,E; concat: N,C1,C2,S; shuffle: N,C,S,G.")
 
 
 @main.command()
@@ -46,7 +47,7 @@ MODE_HELP = ("kernel: warm repeats of the kernel alone (profiling); layer: the l
 @main.command()
 @click.option("--target", "target_name", default="host", show_default=True)
 @click.option("--op", type=click.Choice(list(ALL_OPS)), required=True,
-              help="maxpool / avgpool: layer mode only.")
+              help="Ops other than matmul / conv2d: layer mode only (steps of a generated model).")
 @click.option("--shape", required=True, help=SHAPE_HELP)
 @click.option("--qa", type=int, required=True, help="activation bits: 1,2,4,8 (BitFusion with --param widths=all: 1..8)")
 @click.option("--qw", type=int, default=None, help="weight bits, as --qa (none for pools)")
@@ -64,7 +65,12 @@ def measure(target_name, op, shape, qa, qw, mode, out_bits, repeats, params, as_
     Shapes:
       matmul  N,M,K
       conv2d  N,C,H,W,K,KS,S,P[,G]
-      maxpool / avgpool  N,C,H,W,KS,S
+      maxpool / avgpool  N,C,H,W,KS,S[,P]
+      maxpool1d / avgpool1d / unfold  N,C,L,KS,S,P
+      gavgpool  N,C,H,W,OH,OW
+      add / rescale  N,E
+      concat  N,C1,C2,S
+      shuffle  N,C,S,G
     """
     from .sweep import measure_single
 

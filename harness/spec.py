@@ -18,14 +18,27 @@ from kernels.toolchain import INCLUDE_DIR
 from .errors import UserError
 
 OPS = ("matmul", "conv2d")
-#: ops measured only in layer mode (as a deployed model runs them); they have no weights (qw = 0)
-LAYER_OPS = ("maxpool", "avgpool")
+#: ops measured only in layer mode (as a deployed model runs them); they have no weights (qw = 0).
+#: They are not kernels of the bench firmware: each is one step of a generated model (kernels/ir).
+POOL_OPS = ("maxpool", "avgpool", "maxpool1d", "avgpool1d", "gavgpool")
+#: element-wise sums requantised onto the output code (residual add, one-input rescale): out_bits is free
+SUM_OPS = ("add", "rescale")
+#: data movement: codes move, the width stays (out_bits = qa)
+MOVE_OPS = ("concat", "shuffle", "unfold")
+LAYER_OPS = POOL_OPS + SUM_OPS + MOVE_OPS
 ALL_OPS = OPS + LAYER_OPS
 MODES = ("kernel", "layer")
+WINDOW1D_OPS = ("maxpool1d", "avgpool1d", "unfold")
 
 MATMUL_FIELDS = ("N", "M", "K")
 CONV_FIELDS = ("N", "C", "H", "W", "K", "KS", "S", "P", "G")
-POOL_FIELDS = ("N", "C", "H", "W", "KS", "S")
+POOL_FIELDS = ("N", "C", "H", "W", "KS", "S", "P")
+WINDOW1D_FIELDS = ("N", "C", "L", "KS", "S", "P")       # 1-D pools and the conv1d unfold
+#: adaptive average pooling of (C, H, W) to (OH, OW); global: OH = OW = 1; 1-D: H = OH = 1
+GAP_FIELDS = ("N", "C", "H", "W", "OH", "OW")
+SUM_FIELDS = ("N", "E")                    # E elements per image (any tensor shape)
+CONCAT_FIELDS = ("N", "C1", "C2", "S")     # two inputs of C1 and C2 channels, S elements per channel
+SHUFFLE_FIELDS = ("N", "C", "S", "G")      # C channels of S elements in G groups
 LIMITS_HEADER = INCLUDE_DIR / "mico_limits.h"
 LIMIT_NAMES = ("MICO_MAX_DIM", "MICO_MAX_REDUCTION", "MICO_MAX_ELEMENTS")
 
@@ -111,7 +124,11 @@ class KernelSpec:
     matmul shape: (N, M, K): N activation rows, M outputs (weight rows), K reduction.
     conv2d shape: (N, C, H, W, K, KS, S, P, G): NCHW input, K output channels,
     square kernel KS, stride S, zero padding P, groups G.
-    maxpool / avgpool shape: (N, C, H, W, KS, S) (layer mode only, qw = 0).
+    Layer mode only, no weights (qw = 0): maxpool / avgpool (N, C, H, W, KS, S, P)
+    (6 numbers: P = 0); maxpool1d / avgpool1d and unfold (N, C, L, KS, S, P);
+    gavgpool (N, C, H, W, OH, OW); add / rescale (N, E); concat (N, C1, C2, S);
+    shuffle (N, C, S, G).  Pools and data movement keep the code width (out_bits
+    = qa); add / rescale write any width.
 
     ``mode`` "kernel": warm repeats of the kernel alone (profiling; int32 outputs,
     ``out_bits`` 0).  "layer": the layer exactly as a deployed model runs it,
@@ -127,7 +144,11 @@ class KernelSpec:
     out_bits: int = 0
 
     FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {"matmul": MATMUL_FIELDS, "conv2d": CONV_FIELDS,
-                                                    "maxpool": POOL_FIELDS, "avgpool": POOL_FIELDS}
+                                                    "maxpool": POOL_FIELDS, "avgpool": POOL_FIELDS,
+                                                    "maxpool1d": WINDOW1D_FIELDS, "avgpool1d": WINDOW1D_FIELDS,
+                                                    "unfold": WINDOW1D_FIELDS, "gavgpool": GAP_FIELDS,
+                                                    "add": SUM_FIELDS, "rescale": SUM_FIELDS,
+                                                    "concat": CONCAT_FIELDS, "shuffle": SHUFFLE_FIELDS}
 
     def __post_init__(self):
         if self.op not in ALL_OPS:
@@ -156,21 +177,55 @@ class KernelSpec:
         check_shape(self.op, shape)
 
     def _check_layer_op(self) -> None:
-        shape = tuple(int(x) for x in self.shape)
+        try:
+            shape = tuple(int(x) for x in self.shape)
+        except (TypeError, ValueError):
+            raise UserError(f"{self.op} shape {self.shape!r} is not a list of integers.") from None
+        if self.op in ("maxpool", "avgpool") and len(shape) == 6:
+            shape = shape + (0,)
         object.__setattr__(self, "shape", shape)
         want = self.FIELDS[self.op]
         if len(shape) != len(want):
             raise UserError(f"{self.op} shape needs {len(want)} numbers ({','.join(want)}), got {len(shape)}.")
         if self.mode != "layer":
-            raise UserError(f"{self.op} is measured in layer mode only (as a deployed model runs it).")
+            raise UserError(f"{self.op} is measured in layer mode only (a step of a generated model, not a "
+                            "kernel of the bench firmware).")
         check_bits("qa", self.qa, BITS)
-        if self.qw != 0 or self.out_bits != self.qa:
+        if self.op in SUM_OPS:
+            if self.qw != 0 or self.out_bits not in BITS:
+                raise UserError(f"{self.op} has no weights and writes codes: qw must be 0 and out_bits one of "
+                                f"{', '.join(map(str, BITS))}.")
+        elif self.qw != 0 or self.out_bits != self.qa:
             raise UserError(f"{self.op} has no weights and keeps its input's codes: qw must be 0 and out_bits = qa.")
-        N, C, H, W, KS, S = shape
-        if min(shape) < 1 or H < KS or W < KS:
-            raise UserError(f"{self.op} shape {self.shape_str} is impossible: sizes >= 1 and the window must fit H x W.")
         if max(shape) > 1 << 20:
             raise UserError(f"{self.op} shape {self.shape_str} is too large.")
+        why = self._impossible()
+        if why:
+            raise UserError(f"{self.op} shape {self.shape_str} is impossible: {why}.")
+
+    def _impossible(self) -> str:
+        """Why no model could hold this layer-only shape ('' if one can), by the IR ops' rules."""
+        d = self.dims
+        if min(d[k] for k in d if k != "P") < 1 or d.get("P", 0) < 0:
+            return "sizes must be >= 1 and padding >= 0"
+        if self.op in ("maxpool", "avgpool", "maxpool1d", "avgpool1d"):
+            if d["P"] > d["KS"] // 2:
+                return f"padding {d['P']} exceeds half the window ({d['KS'] // 2})"
+            if min(self._window_out("H"), self._window_out("W")) < 1:
+                return "the window does not fit the padded input"
+        elif self.op == "unfold" and self._window_out() < 1:
+            return "the window does not fit the padded input"
+        elif self.op == "gavgpool" and (d["OH"] > d["H"] or d["OW"] > d["W"]):
+            return "the output is larger than the input"
+        elif self.op == "shuffle" and d["C"] % d["G"]:
+            return f"groups G={d['G']} must divide C={d['C']}"
+        return ""
+
+    def _window_out(self, axis: str = "W") -> int:
+        """Output positions of a sliding-window op along ``axis`` (W, H, or L of the 1-D ops)."""
+        d = self.dims
+        n = d.get("L", d.get(axis))
+        return (n + 2 * d["P"] - d["KS"]) // d["S"] + 1
 
     @property
     def has_weights(self) -> bool:
@@ -188,8 +243,12 @@ class KernelSpec:
     @property
     def out_hw(self) -> tuple[int, int]:
         d = self.dims
-        if self.op == "matmul":
+        if self.op == "matmul" or self.op in SUM_OPS + ("concat", "shuffle"):
             return (1, 1)
+        if self.op == "gavgpool":
+            return d["OH"], d["OW"]
+        if self.op in WINDOW1D_OPS:
+            return 1, self._window_out()
         p = d.get("P", 0)
         oh = (d["H"] + 2 * p - d["KS"]) // d["S"] + 1
         ow = (d["W"] + 2 * p - d["KS"]) // d["S"] + 1
@@ -201,8 +260,16 @@ class KernelSpec:
         d = self.dims
         if self.op == "matmul":
             return d["K"]
-        if self.op in LAYER_OPS:
+        if self.op in ("maxpool", "avgpool"):
             return d["KS"] * d["KS"]
+        if self.op in ("maxpool1d", "avgpool1d"):
+            return d["KS"]
+        if self.op == "gavgpool":     # the largest window (-(-a // b): ceil)
+            return -(-d["H"] // d["OH"]) * -(-d["W"] // d["OW"])
+        if self.op == "add":
+            return 2
+        if self.op in LAYER_OPS:
+            return 1
         return d["C"] // d["G"] * d["KS"] * d["KS"]
 
     @property
@@ -210,7 +277,11 @@ class KernelSpec:
         d = self.dims
         if self.op == "matmul":
             return d["N"] * d["M"]
+        if self.op in SUM_OPS + ("concat", "shuffle"):
+            return self.act_count // (2 if self.op == "add" else 1)
         oh, ow = self.out_hw
+        if self.op == "unfold":
+            return d["N"] * d["C"] * d["KS"] * ow
         return d["N"] * (d["C"] if self.op in LAYER_OPS else d["K"]) * oh * ow
 
     @property
@@ -224,9 +295,18 @@ class KernelSpec:
 
     @property
     def act_count(self) -> int:
+        """Input elements read (all inputs together)."""
         d = self.dims
         if self.op == "matmul":
             return d["N"] * d["K"]
+        if self.op in SUM_OPS:
+            return d["N"] * d["E"] * (2 if self.op == "add" else 1)
+        if self.op == "concat":
+            return d["N"] * (d["C1"] + d["C2"]) * d["S"]
+        if self.op == "shuffle":
+            return d["N"] * d["C"] * d["S"]
+        if self.op in WINDOW1D_OPS:
+            return d["N"] * d["C"] * d["L"]
         return d["N"] * d["C"] * d["H"] * d["W"]
 
     # ---- cost counts -------------------------------------------------------

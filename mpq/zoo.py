@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from harness.errors import UserError
-from harness.spec import KernelSpec
+from harness.spec import SUM_OPS, KernelSpec
 from kernels.reference import BITS
 
 from .models import DATASET_HW, MODELS, build_model, dataset_input, get_model
@@ -53,7 +53,10 @@ def zoo_shapes(batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
 
 def layer_variants(spec: KernelSpec, logits: bool) -> list[KernelSpec]:
     """A layer at every bit-width a scheme can give it: (qa, qw) for MAC layers, and the
-    width of the codes it writes (the next layer's qa; int32 for the logits)."""
+    width of the codes it writes (the next layer's qa; int32 for the logits).  Adds and
+    rescales read one code and write another; pools and copies keep theirs."""
+    if spec.op in SUM_OPS:
+        return [replace(spec, qa=a, out_bits=o) for a in BITS for o in BITS]
     if not spec.has_weights:
         return [replace(spec, qa=b, out_bits=b) for b in BITS]
     outs = (0,) if logits else BITS
@@ -61,13 +64,27 @@ def layer_variants(spec: KernelSpec, logits: bool) -> list[KernelSpec]:
 
 
 def model_layer_specs(model) -> list[KernelSpec]:
+    """Every timed step a scheme of ``model`` can run, as layer-mode specs.
+
+    Steps come from the all-8x8 lowering, plus the Rescale a scheme inserts where a
+    tensor read by several steps (a branch point: a residual block's input, a fire
+    module's squeeze) is read at another code than its producer wrote, at any pair of
+    widths (the lowering at one width has none)."""
     g = model.lower()
     out: dict[tuple, KernelSpec] = {}
+    readers: dict[int, int] = {}
+    for n in g.nodes:
+        for i in set(n.inputs):
+            readers[i] = readers.get(i, 0) + 1
+    rescaled = {g.type_of(i).numel for i, k in readers.items() if k > 1}
     for n in g.timed_nodes:
         spec = g.spec(n, 1, "layer")
         if spec is not None:
             for v in layer_variants(spec, n.type.bits == 0):
                 out.setdefault(v.key(), v)
+    for e in sorted(rescaled):
+        for v in layer_variants(KernelSpec("rescale", (1, e), 8, 0, "layer", 8), False):
+            out.setdefault(v.key(), v)
     return list(out.values())
 
 

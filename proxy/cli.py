@@ -88,7 +88,7 @@ def _load_rows(store_path: str, target: str, op: str, mode: str = "kernel") -> l
 
 
 def _summary(p: LatencyProxy, features: str, model: str, output: Path) -> dict:
-    m = dict(p.cv_ or {})
+    m = dict(p.cv_ or {"n": p.n_train, "n_groups": p.n_shapes})
     m.update(op=p.op, target=p.target, fingerprint=p.fingerprint, features=features, model=model,
              unit=p.unit, output=str(output))
     return m
@@ -154,12 +154,17 @@ def fit(store_path: str, target: str, op: str, mode: str, features: str, model: 
     curves: dict[str, list] = {}
     for o in ops:
         data = TrainingSet.from_rows(rows, o)
-        if data.n_shapes < 2:
+        if data.n_shapes < 2 and not (op == "all" and mode == "layer" and len(data.specs) >= 2):
             raise UserError(
                 f"target {target!r} has {o} measurements of only {data.n_shapes} shape; "
                 "shape-grouped cross-validation needs at least 2, so measure more shapes."
             )
-        if source is not None:
+        if data.n_shapes < 2:
+            # a model plan's one-shape ops (its global pool, its classifier): fitted without CV, they
+            # price those layers by their measurements
+            proxies[o] = data.fit("analytic" if features == AUTO else features, "linear" if model == AUTO else model,
+                                  cv=False, family=family)
+        elif source is not None:
             proxies[o], curves[o] = _transfer(source, data, method, features, family)
         elif AUTO in (features, model):
             proxies[o] = select(data, features, model, family=family)
@@ -179,6 +184,9 @@ def fit(store_path: str, target: str, op: str, mode: str, features: str, model: 
             f"{o} on {m['target']}: {m['model']} proxy on {m['features']} features{chosen}, {m['n']} kernels of "
             f"{m['n_groups']} shapes (unit {m['unit']})"
         )
+        if "n_splits" not in m:
+            click.echo("  no CV (one shape): priced by its measurements")
+            continue
         click.echo(f"  grouped {m['n_splits']}-fold CV (whole shapes held out):")
         click.echo(f"    MAPE            {_fmt(m['mape'])}")
         click.echo(f"    within +-5%     {_fmt(m['within5'])}")

@@ -14,6 +14,7 @@ the CLI edge, proxy/cli.py) into a 2-D array.  All counts come from
 | `analytic` | a cost model of a bit-packed kernel: MACs split by (qa, qw) pair  |
 |          | (16 columns, one slope per pair), activations gathered/unpacked split |
 |          | by qa (4 columns), weights streamed split by qw (4), outputs written |
+|          | (ops without weights: `LAYER_COLUMNS`, elements read and written)    |
 | `terms`  | the cost terms of the target's family (proxy/terms.py): word-level   |
 |          | loop iterations, per-row/output overheads, cache re-streams (CPU);   |
 |          | compute tiles, DRAM words per operand, fill (BitFusion)              |
@@ -34,7 +35,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from harness.errors import UserError
-from harness.spec import KernelSpec
+from harness.spec import LAYER_OPS, KernelSpec
 from kernels.numeric import BITS
 
 from . import terms
@@ -72,8 +73,8 @@ def feature_names(name: str, op: str | None, family: str = "cpu") -> list[str]:
     if name == "raw":
         return fields + ["qa", "qw"]
     if name == "analytic":
-        if op in POOL_OPS:
-            return list(POOL_COLUMNS)
+        if op in LAYER_OPS:
+            return list(LAYER_COLUMNS)
         return ([f"macs_{a}x{w}" for a in BITS for w in BITS] + [f"act_{a}b" for a in BITS]
                 + [f"wgt_{w}b" for w in BITS] + ["outputs"]
                 + [f"macs_pad_{a}x{w}" for a in BITS for w in BITS] + ["gathers"]
@@ -138,8 +139,11 @@ def _interior(n_out: int, size: int, ks: int, stride: int, pad: int) -> int:
 
 #: layer mode: the requantisation writes int32 logits, signs (1 bit) or clamped codes
 REQUANT_COLUMNS = ("requant_int32", "requant_sign", "requant_codes")
-POOL_OPS = ("maxpool", "avgpool")
-POOL_COLUMNS = ("window_reads", "inputs", "outputs")
+#: ops without weights (pools, adds, rescales, copies): their time is linear in the elements they read
+#: (all inputs; window_reads counts a pool's window per output) and write, the outputs split by path:
+#: 1-bit codes take the sign path (add/rescale writing 1 bit: half the clamp's cost; an average of
+#: 1-bit codes: a sign pass more), so one positive slope each fits both
+LAYER_COLUMNS = ("window_reads", "inputs", "code_outputs", "sign_outputs")
 
 
 def _layer_columns(s: KernelSpec) -> list[float]:
@@ -165,8 +169,10 @@ def _analytic_row(s: KernelSpec) -> list[float]:
     take a different path there (e.g. no popcount for 1- and 2-bit inputs,
     since a padded 0 has no 1-bit code), so their cost per MAC differs.
     """
-    if s.op in POOL_OPS:
-        return [float(s.outputs * s.reduction), float(s.act_count), float(s.outputs)]
+    if s.op in LAYER_OPS:
+        sign = s.out_bits == 1 and s.op in ("add", "rescale", "avgpool", "avgpool1d", "gavgpool")
+        return [float(s.outputs * s.reduction), float(s.act_count), float(s.outputs * (not sign)),
+                float(s.outputs * sign)]
     if s.qa not in BITS or s.qw not in BITS:
         raise UserError(f"the analytic feature set covers the bit-packed widths {', '.join(map(str, BITS))}; "
                         f"kernel {s} is outside them.")

@@ -7,13 +7,15 @@ requantisation, the output writes).  To time a layer that way, the measurement
 core builds a one-layer graph -- an untimed :class:`Prime` step, then the layer
 with seeded random parameters -- and runs its generated image like any model:
 the layer's timer slot is the measurement, the returned output is checked
-bit-exact against ``Graph.run``.
+bit-exact against ``Graph.run``.  A layer of several inputs (residual add,
+concatenation) reads one graph input holding them one after the other; a
+Prime step per input writes its part into a buffer of its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import numpy as np
 
@@ -55,12 +57,23 @@ class Prime(Op):
     line_bytes: int = 32
     packed_bytes: int = 0       # shared scratch the next layer uses, read after the eviction
     acc_bytes: int = 0
+    offset: int = 0             # first element of the input it writes (a part of a multi-input layer's input)
+    shape: tuple[int, ...] | None = None    # of what it writes (None: the whole input)
 
     def infer(self, ins):
-        return ins[0]
+        t = ins[0]
+        if self.shape is None:
+            return t
+        out = TensorType(tuple(self.shape), t.bits, t.signed)
+        if self.offset < 0 or self.offset + out.numel > t.numel:
+            raise IRError(f"{self.name}: elements {self.offset}..{self.offset + out.numel} are not in the input.")
+        return out
 
     def run(self, xs):
-        return xs[0]
+        if self.shape is None:
+            return xs[0]
+        n = int(np.prod(self.shape))
+        return xs[0].reshape(xs[0].shape[0], -1)[:, self.offset:self.offset + n].reshape(-1, *self.shape)
 
     def scratch(self, ins, out):
         from .ops import Scratch
@@ -68,42 +81,57 @@ class Prime(Op):
         return Scratch(kernel_bytes=self.evict_bytes)
 
     def c_body(self, ctx):
-        return (f"mico_prime({ctx.src[0]}, {ctx.dst}, {ctx.out.numel}u, (const volatile uint8_t *)kscratch, "
+        src = f"{ctx.src[0]} + {self.offset}u" if self.offset else ctx.src[0]
+        return (f"mico_prime({src}, {ctx.dst}, {ctx.out.numel}u, (const volatile uint8_t *)kscratch, "
                 f"{self.evict_bytes}u, {self.line_bytes}u, (const volatile uint8_t *)packed, {self.packed_bytes}u, "
                 f"(const volatile uint8_t *)acc, {self.acc_bytes}u);")
 
 
-def layer_graph(op: Op, in_type: TensorType, seed: int, evict_bytes: int = 0, warm: bool = False,
-                repeats: int = 1) -> Graph:
+def layer_graph(op: Op, in_type: TensorType | Sequence[TensorType], seed: int, evict_bytes: int = 0,
+                warm: bool = False, repeats: int = 1) -> Graph:
     """Prime -> ``op`` (with seeded random parameters): what a layer-mode measurement runs.
 
     With ``warm`` the layer first runs once on the same input (its time is not a
     measurement), so its code is in the instruction cache as when the layer before
     it used the same kernel.  ``repeats`` (prime, layer) pairs follow, all reading
     the graph input; the measurements are the LAST ``repeats`` timer slots, and the
-    last layer's output is the graph's."""
+    last layer's output is the graph's.  A list of input types (a layer of several
+    inputs) makes the graph input their concatenation, flat, with one Prime per part
+    (the first one evicts the cache)."""
     from .graph import INPUT
 
     if repeats < 1:
         raise IRError(f"a layer measurement needs at least one timed run, not {repeats}.")
+    ins = [in_type] if isinstance(in_type, TensorType) else list(in_type)
+    if len({(t.bits, t.signed) for t in ins}) != 1:
+        raise IRError("the inputs of a measured layer must carry one code.")
     rng = np.random.default_rng(seed)
-    g = Graph(in_type)
-    layer = op.randomized(rng, [in_type])
-    sc = layer.scratch([in_type], layer.infer([in_type]))
+    g = Graph(ins[0] if len(ins) == 1 else
+              TensorType((sum(t.numel for t in ins),), ins[0].bits, ins[0].signed))
+    layer = op.randomized(rng, ins)
+    sc = layer.scratch(ins, layer.infer(ins))
     if evict_bytes:
         # at most half the evicted cache each: a previous layer left some of it, not all
         touch = dict(packed_bytes=min(4 * sc.packed_words, evict_bytes // 4),
                      acc_bytes=min(4 * sc.acc_words, evict_bytes // 4))
     else:
         touch = {}
+
+    def prime(name: str, evict: int, **kw) -> tuple[int, ...]:
+        if len(ins) == 1:
+            return (g.add(Prime(name=name, evict_bytes=evict, **kw), INPUT),)
+        out, off = [], 0
+        for i, t in enumerate(ins):
+            out.append(g.add(Prime(name=f"{name}_{i}", evict_bytes=evict if i == 0 else 0,
+                                   offset=off, shape=t.shape, **(kw if i == 0 else {})), INPUT))
+            off += t.numel
+        return tuple(out)
+
     # every run is the same op object: one copy of the weights, at one address, as in a model
     if warm:
-        g.add(Prime(name="prime_warm", evict_bytes=0))
-        g.add(layer)
+        g.add(layer, *prime("prime_warm", 0))
     for i in range(repeats):
-        g.add(Prime(name="prime" if i == repeats - 1 else f"prime_r{i}", evict_bytes=int(evict_bytes), **touch),
-              INPUT)
-        g.add(layer)
+        g.add(layer, *prime("prime" if i == repeats - 1 else f"prime_r{i}", int(evict_bytes), **touch))
     return g
 
 
@@ -121,9 +149,13 @@ SPEC_OPS: dict[str, type] = {}
 
 
 def _register_builtin() -> None:
-    from .ops import Conv2d, Linear, Pool
+    from .eltwise import Add, Rescale
+    from .layout import ChannelShuffle, Concat, Unfold1d
+    from .ops import AdaptiveAvgPool, Conv2d, Linear, Pool
 
-    SPEC_OPS.update({"conv2d": Conv2d, "matmul": Linear, "maxpool": Pool, "avgpool": Pool})
+    SPEC_OPS.update({"conv2d": Conv2d, "matmul": Linear, "maxpool": Pool, "avgpool": Pool, "maxpool1d": Pool,
+                     "avgpool1d": Pool, "gavgpool": AdaptiveAvgPool, "add": Add, "rescale": Rescale,
+                     "concat": Concat, "shuffle": ChannelShuffle, "unfold": Unfold1d})
 
 
 _register_builtin()
@@ -140,4 +172,5 @@ def graph_for_spec(spec, seed: int, evict_bytes: int = 0, warm: bool = True,
     if cls is None:
         raise IRError(f"no IR op measures {spec.op!r} in layer mode.")
     op, in_type = cls.from_spec(spec)
-    return layer_graph(op, in_type, seed, evict_bytes, warm, repeats), in_type
+    g = layer_graph(op, in_type, seed, evict_bytes, warm, repeats)
+    return g, g.input

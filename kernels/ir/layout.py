@@ -49,6 +49,20 @@ class Concat(Op):
     def run(self, xs):
         return np.concatenate([np.asarray(x, dtype=np.int64) for x in xs], axis=1)
 
+    def spec(self, ins, batch=1, mode="kernel"):
+        if mode != "layer" or self.count != 2:
+            return None     # no zoo model concatenates more than two tensors: no spec kind for it yet
+        from harness.spec import KernelSpec
+
+        t = ins[0]
+        rest = t.numel // t.shape[0]
+        return KernelSpec("concat", (batch, t.shape[0], ins[1].shape[0], rest), t.bits, 0, "layer", t.bits)
+
+    @classmethod
+    def from_spec(cls, spec) -> tuple["Concat", list[TensorType]]:
+        N, C1, C2, S = spec.shape
+        return cls(name=spec.op), [TensorType((C1, S), spec.qa), TensorType((C2, S), spec.qa)]
+
     def c_body(self, ctx):
         lines, off = [], 0
         for src, t in zip(ctx.src, ctx.ins):
@@ -78,6 +92,20 @@ class ChannelShuffle(Op):
         n, c = x.shape[:2]
         rest = x.shape[2:]
         return x.reshape(n, self.groups, c // self.groups, *rest).swapaxes(1, 2).reshape(x.shape)
+
+    def spec(self, ins, batch=1, mode="kernel"):
+        if mode != "layer":
+            return None
+        from harness.spec import KernelSpec
+
+        t = ins[0]
+        return KernelSpec("shuffle", (batch, t.shape[0], t.numel // t.shape[0], self.groups), t.bits, 0, "layer",
+                          t.bits)
+
+    @classmethod
+    def from_spec(cls, spec) -> tuple["ChannelShuffle", TensorType]:
+        N, C, S, G = spec.shape
+        return cls(name=spec.op, groups=G), TensorType((C, S), spec.qa)
 
     def c_body(self, ctx):
         t = ctx.ins[0]
@@ -128,6 +156,20 @@ class Unfold1d(Op):
 
     def cost_terms(self, ins, out):
         return {"elements_in": ins[0].numel, "elements_out": out.numel}
+
+    def spec(self, ins, batch=1, mode="kernel"):
+        if mode != "layer":
+            return None
+        from harness.spec import KernelSpec
+
+        C, L, _ = self._dims(ins[0])
+        return KernelSpec("unfold", (batch, C, L, self.ks, self.stride, self.pad), ins[0].bits, 0, "layer",
+                          ins[0].bits)
+
+    @classmethod
+    def from_spec(cls, spec) -> tuple["Unfold1d", TensorType]:
+        N, C, L, KS, S, P = spec.shape
+        return cls(name=spec.op, ks=KS, stride=S, pad=P), TensorType((C, L), spec.qa)
 
     def c_body(self, ctx):
         C, L, _ = self._dims(ctx.ins[0])

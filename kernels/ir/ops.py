@@ -487,14 +487,17 @@ class Pool(Op):
         from harness.spec import KernelSpec
 
         t = ins[0]
-        if len(t.shape) != 3 or self.pad:
-            return None     # 1-D and padded pools have no spec kind yet: not modelled (docs/cost-model.md)
-        return KernelSpec(f"{self.mode}pool", (batch, *t.shape, self.ks, self.stride), t.bits, 0, "layer", t.bits)
+        if len(t.shape) == 2:
+            return KernelSpec(f"{self.mode}pool1d", (batch, *t.shape, self.ks, self.stride, self.pad), t.bits, 0,
+                              "layer", t.bits)
+        return KernelSpec(f"{self.mode}pool", (batch, *t.shape, self.ks, self.stride, self.pad), t.bits, 0, "layer",
+                          t.bits)
 
     @classmethod
     def from_spec(cls, spec: "KernelSpec") -> tuple["Pool", TensorType]:
-        N, C, H, W, KS, S = spec.shape
-        return cls(name=spec.op, mode=spec.op[:3], ks=KS, stride=S), TensorType((C, H, W), spec.qa)
+        *_, KS, S, P = spec.shape
+        op = cls(name=spec.op, mode=spec.op[:3], ks=KS, stride=S, pad=P)
+        return op, TensorType(tuple(spec.shape[1:-3]), spec.qa)
 
     def c_body(self, ctx):
         sign = _c_sign_pass(ctx) if self.mode == "avg" else ""
@@ -547,6 +550,19 @@ class AdaptiveAvgPool(Op):
 
     def cost_terms(self, ins, out):
         return {"elements_in": ins[0].numel, "elements_out": out.numel}
+
+    def spec(self, ins, batch=1, mode="kernel"):
+        if mode != "layer":
+            return None
+        from harness.spec import KernelSpec
+
+        C, H, W, OH, OW = self._hw(ins[0])      # a 1-D pool runs the same C as H = OH = 1
+        return KernelSpec("gavgpool", (batch, C, H, W, OH, OW), ins[0].bits, 0, "layer", ins[0].bits)
+
+    @classmethod
+    def from_spec(cls, spec: "KernelSpec") -> tuple["AdaptiveAvgPool", TensorType]:
+        N, C, H, W, OH, OW = spec.shape
+        return cls(name=spec.op, out=(OH, OW)), TensorType((C, H, W), spec.qa)
 
     def c_body(self, ctx):
         C, H, W, OH, OW = self._hw(ctx.ins[0])
