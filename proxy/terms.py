@@ -62,13 +62,13 @@ import math
 from functools import lru_cache
 
 from harness.errors import UserError
-from harness.spec import KernelSpec
+from harness.spec import LAYER_OPS, KernelSpec
 from kernels.numeric import BITS
 
 FAMILIES = ("cpu", "bitfusion")
 CACHES = (("4k", 4 << 10), ("32k", 32 << 10), ("1m", 1 << 20))
 
-_POOL = ("window_reads", "inputs", "outputs")
+_POOL = ("window_reads", "inputs", "code_outputs", "sign_outputs")    # = features.LAYER_COLUMNS
 _LAYER = tuple(f"pack_{a}b" for a in BITS) + ("requant_int32", "requant_sign", "requant_codes")
 
 CPU_NAMES = ([f"iter_{a}x{w}" for a in BITS for w in BITS] + ["word_tail", "row_tail"]
@@ -97,7 +97,7 @@ def check_family(family: str) -> str:
 
 def names(family: str, op: str | None) -> list[str]:
     check_family(family)
-    if op in ("maxpool", "avgpool"):
+    if op in LAYER_OPS:
         return list(_POOL)
     return list(CPU_NAMES if family == "cpu" else BITFUSION_NAMES)
 
@@ -122,10 +122,10 @@ def _geometry(s: KernelSpec) -> tuple[int, int, int, int, int]:
 
 
 def cpu_row(s: KernelSpec) -> list[float]:
-    from .features import POOL_OPS, _layer_columns
+    from .features import _analytic_row, _layer_columns
 
-    if s.op in POOL_OPS:
-        return [float(s.outputs * s.reduction), float(s.act_count), float(s.outputs)]
+    if s.op in LAYER_OPS:                  # weightless steps: the analytic columns are their terms
+        return _analytic_row(s)
     if s.qa not in BITS or s.qw not in BITS:
         raise UserError(f"the cpu cost terms cover the bit-packed widths {', '.join(map(str, BITS))}; "
                         f"kernel {s} is outside them (fit BitFusion data with family 'bitfusion').")
@@ -202,10 +202,10 @@ def _bitfusion_counts(op: str, shape: tuple, qa: int, qw: int) -> tuple[float, .
 
 
 def bitfusion_row(s: KernelSpec) -> list[float]:
-    from .features import POOL_OPS
+    from .features import _analytic_row
 
-    if s.op in POOL_OPS:
-        return [float(s.outputs * s.reduction), float(s.act_count), float(s.outputs)]
+    if s.op in LAYER_OPS:
+        return _analytic_row(s)
     return list(_bitfusion_counts(s.op, tuple(s.shape), s.qa, s.qw))
 
 
