@@ -37,6 +37,7 @@ from .fold import fold_model
 from .integer import IntegerModel, build_integer_model
 from .models import QuantModel, get_model
 from .quant import enable_fake_quant, set_scale_policy
+from .train import prepare_lsq_state
 
 FORMAT = "mico-scheme"
 VERSION = 1
@@ -242,6 +243,7 @@ def model_from_scheme(doc: SchemeDoc | dict, weights: str | Path) -> QuantModel:
         raise MicoError(f"scheme weights {weights} do not exist; keep them next to the scheme file.") from None
     except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
         raise MicoError(f"cannot load scheme weights {weights} ({type(e).__name__}).") from None
+    prepare_lsq_state(model, state)
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as e:

@@ -14,11 +14,13 @@ from ..train import accuracy, qat, quantize
 class PTQEvaluator:
     """Accuracy of a scheme: a BN-folded copy of the float model is quantised,
     calibrated on ``calib_batches`` training batches, optionally fine-tuned for
-    ``qat_steps`` steps, and scored on the validation split.  Cached."""
+    ``qat_steps`` steps (``lsq``: with learned scales), and scored on the validation
+    split.  Cached."""
 
     def __init__(self, float_model: QuantModel, x_train: torch.Tensor, y_train: torch.Tensor,
                  x_val: torch.Tensor, y_val: torch.Tensor, calib_batches: int = 4, calib_batch_size: int = 128,
-                 qat_steps: int = 0, qat_lr: float = 1e-3, qat_batch_size: int = 64, seed: int = 0):
+                 qat_steps: int = 0, qat_lr: float = 1e-3, qat_batch_size: int = 64, seed: int = 0,
+                 lsq: bool = False):
         from ..fold import fold_model
 
         self.base = copy.deepcopy(float_model).eval()
@@ -28,6 +30,7 @@ class PTQEvaluator:
         self.calib_batches, self.calib_batch_size = calib_batches, calib_batch_size
         self.qat_steps, self.qat_lr, self.qat_batch_size = qat_steps, qat_lr, qat_batch_size
         self.seed = seed
+        self.lsq = bool(lsq)
         self.cache: dict[Scheme, float] = {}
 
     def model_for(self, scheme: Sequence[Sequence[int]]) -> QuantModel:
@@ -35,7 +38,7 @@ class PTQEvaluator:
         m = quantize(self.base, scheme, self.x_train, self.calib_batches, self.calib_batch_size, self.seed)
         if self.qat_steps > 0:
             qat(m, self.x_train, self.y_train, epochs=None, steps=self.qat_steps, lr=self.qat_lr,
-                batch_size=self.qat_batch_size, seed=self.seed)
+                batch_size=self.qat_batch_size, seed=self.seed, lsq=self.lsq)
         return m
 
     def __call__(self, scheme: Sequence[Sequence[int]]) -> float:
