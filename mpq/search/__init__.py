@@ -22,14 +22,16 @@ from .base import (AccuracyFn, Budget, Candidate, SchemeLatencyFn, SearchResult,
                    parse_budget, pareto_front)
 from .evaluator import PTQEvaluator
 from .evolution import EvolutionSearcher
+from .ilp import ILPSearcher
 from .latency import SchemeLatency
 from .random_search import RandomSearcher
 
 #: searcher name -> class; a new searcher registers here
-SEARCHER_CLASSES: dict[str, type[Searcher]] = {"random": RandomSearcher, "evolution": EvolutionSearcher}
+SEARCHER_CLASSES: dict[str, type[Searcher]] = {"random": RandomSearcher, "evolution": EvolutionSearcher,
+                                                "ilp": ILPSearcher}
 SEARCHERS = tuple(SEARCHER_CLASSES)
 
-__all__ = ["AccuracyFn", "Budget", "Candidate", "EvolutionSearcher", "PTQEvaluator", "RandomSearcher",
+__all__ = ["AccuracyFn", "Budget", "Candidate", "EvolutionSearcher", "ILPSearcher", "PTQEvaluator", "RandomSearcher",
            "SEARCHERS", "SchemeLatency", "SchemeLatencyFn", "SearchResult", "Searcher", "best_candidate",
            "make_searcher", "model_budget", "parse_budget", "pareto_front", "run_search"]
 
@@ -38,7 +40,7 @@ def make_searcher(kind: str, *args, **kw) -> Searcher:
     cls = SEARCHER_CLASSES.get(kind)
     if cls is None:
         raise UserError(f"unknown searcher {kind!r}; use one of {', '.join(SEARCHERS)}.")
-    if cls is RandomSearcher:
+    if cls is not EvolutionSearcher:
         kw.pop("population", None)
     return cls(*args, **kw)
 

@@ -41,6 +41,16 @@ class PTQEvaluator:
                 batch_size=self.qat_batch_size, seed=self.seed, lsq=self.lsq)
         return m
 
+    def sensitivity(self, bits) -> dict:
+        """(qa, qw) -> per-layer sensitivity of the float model (cached; see sensitivity.py)."""
+        from .sensitivity import layer_sensitivity
+
+        key = tuple(bits)
+        if getattr(self, "_sens_key", None) != key:
+            self._sens = layer_sensitivity(self.base, self.x_train, self.y_train, key, seed=self.seed)
+            self._sens_key = key
+        return self._sens
+
     def __call__(self, scheme: Sequence[Sequence[int]]) -> float:
         key = tuple((int(a), int(w)) for a, w in scheme)
         if key not in self.cache:
