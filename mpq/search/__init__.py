@@ -23,16 +23,19 @@ from .base import (AccuracyFn, Budget, Candidate, SchemeLatencyFn, SearchResult,
 from .evaluator import PTQEvaluator
 from .evolution import EvolutionSearcher
 from .ilp import ILPSearcher
+from .nsga2 import NSGA2Searcher
 from .latency import SchemeLatency
 from .random_search import RandomSearcher
+from .surrogate import SurrogateSearcher
 
 #: searcher name -> class; a new searcher registers here
 SEARCHER_CLASSES: dict[str, type[Searcher]] = {"random": RandomSearcher, "evolution": EvolutionSearcher,
-                                                "ilp": ILPSearcher}
+                                                "ilp": ILPSearcher, "surrogate": SurrogateSearcher,
+                                                "nsga2": NSGA2Searcher}
 SEARCHERS = tuple(SEARCHER_CLASSES)
 
-__all__ = ["AccuracyFn", "Budget", "Candidate", "EvolutionSearcher", "ILPSearcher", "PTQEvaluator", "RandomSearcher",
-           "SEARCHERS", "SchemeLatency", "SchemeLatencyFn", "SearchResult", "Searcher", "best_candidate",
+__all__ = ["AccuracyFn", "Budget", "Candidate", "EvolutionSearcher", "ILPSearcher", "NSGA2Searcher", "PTQEvaluator", "RandomSearcher",
+           "SEARCHERS", "SchemeLatency", "SurrogateSearcher", "SchemeLatencyFn", "SearchResult", "Searcher", "best_candidate",
            "make_searcher", "model_budget", "parse_budget", "pareto_front", "run_search"]
 
 

@@ -37,8 +37,17 @@ class PTQEvaluator:
         torch.manual_seed(self.seed)
         m = quantize(self.base, scheme, self.x_train, self.calib_batches, self.calib_batch_size, self.seed)
         if self.qat_steps > 0:
-            qat(m, self.x_train, self.y_train, epochs=None, steps=self.qat_steps, lr=self.qat_lr,
-                batch_size=self.qat_batch_size, seed=self.seed, lsq=self.lsq)
+            # the short fine-tuning of a candidate skips the exact float64 accumulators (about
+            # half the step time); scoring below runs with them again
+            layers = [layer for _, layer in m.quant_layers()]
+            for layer in layers:
+                layer.exact_acc = False
+            try:
+                qat(m, self.x_train, self.y_train, epochs=None, steps=self.qat_steps, lr=self.qat_lr,
+                    batch_size=self.qat_batch_size, seed=self.seed, lsq=self.lsq)
+            finally:
+                for layer in layers:
+                    layer.exact_acc = True
         return m
 
     def sensitivity(self, bits) -> dict:
