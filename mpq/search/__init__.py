@@ -19,7 +19,7 @@ from harness.errors import UserError
 from ..evaluate import LatencyFn
 from ..models import QuantModel
 from .base import (AccuracyFn, Budget, Candidate, SchemeLatencyFn, SearchResult, Searcher, best_candidate,
-                   parse_budget, pareto_front)
+                   hypervolume, parse_budget, pareto_front)
 from .evaluator import PTQEvaluator
 from .evolution import EvolutionSearcher
 from .ilp import ILPSearcher
@@ -35,7 +35,7 @@ SEARCHER_CLASSES: dict[str, type[Searcher]] = {"random": RandomSearcher, "evolut
 SEARCHERS = tuple(SEARCHER_CLASSES)
 
 __all__ = ["AccuracyFn", "Budget", "Candidate", "EvolutionSearcher", "ILPSearcher", "NSGA2Searcher", "PTQEvaluator", "RandomSearcher",
-           "SEARCHERS", "SchemeLatency", "SurrogateSearcher", "SchemeLatencyFn", "SearchResult", "Searcher", "best_candidate",
+           "SEARCHERS", "SchemeLatency", "SurrogateSearcher", "SchemeLatencyFn", "SearchResult", "Searcher", "best_candidate", "hypervolume",
            "make_searcher", "model_budget", "parse_budget", "pareto_front", "run_search"]
 
 

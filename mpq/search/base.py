@@ -56,6 +56,23 @@ def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
     return out
 
 
+def hypervolume(points: Sequence[tuple[float, float]], ref_accuracy: float, budget: float) -> float:
+    """Area dominated by (latency, accuracy) points in the box latency in [0, budget],
+    accuracy above ``ref_accuracy``, with latency normalised by the budget (so the
+    number is comparable across targets and units)."""
+    pts = sorted((lat / budget, acc) for lat, acc in points if lat <= budget and acc > ref_accuracy)
+    front, best = [], ref_accuracy
+    for lat, acc in pts:
+        if acc > best:
+            front.append((lat, acc))
+            best = acc
+    area = 0.0
+    for k, (lat, acc) in enumerate(front):
+        nxt = front[k + 1][0] if k + 1 < len(front) else 1.0
+        area += (nxt - lat) * (acc - ref_accuracy)
+    return area
+
+
 def best_candidate(cands: Sequence[Candidate]) -> Candidate | None:
     """Highest accuracy; ties -> lower latency (then earlier)."""
     return min(cands, key=_rank_key) if cands else None

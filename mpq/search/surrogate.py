@@ -5,8 +5,9 @@ idea of surrogate-assisted search; the code is this project's).
 Features of a scheme: log2 of every layer's qa and qw, its predicted latency
 relative to the budget, and -- when the evaluator offers sensitivities -- the
 log of the summed sensitivity (sensitivity.py), the prior that lets a few
-evaluations go far.  The regressor is a random forest (scikit-learn); its
-spread over trees adds a small exploration bonus.  Each round aims at a
+evaluations go far.  The regressor (scikit-learn) is a ridge regression while
+there are few evaluations, then a random forest whose spread over trees adds
+a small exploration bonus.  Each round aims at a
 latency target drawn between the fastest scheme and the budget (every other
 round the budget itself), so the evaluations spread along the front instead
 of piling up at the budget.
@@ -27,8 +28,9 @@ log = logging.getLogger(__name__)
 
 class SurrogateSearcher(EvolutionSearcher):
     name = "surrogate"
+    FOREST_MIN = 24
 
-    def __init__(self, *args, initial: int | None = None, proposals: int = 300, explore: float = 0.5, **kw):
+    def __init__(self, *args, initial: int | None = None, proposals: int = 150, explore: float = 0.5, **kw):
         kw.pop("population", None)
         super().__init__(*args, population=8, **kw)
         self.initial = initial
@@ -47,12 +49,25 @@ class SurrogateSearcher(EvolutionSearcher):
         return np.asarray(rows, dtype=np.float64)
 
     def _fit(self):
+        """Ridge regression on standardised features while evaluations are few (it
+        extrapolates along the sensitivity prior), a random forest once there are
+        enough to learn interactions; both return (mean, spread) predictors."""
         from sklearn.ensemble import RandomForestRegressor
+        from sklearn.linear_model import Ridge
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
 
         X = self._features([c.bits for c in self.order])
         y = np.array([c.accuracy for c in self.order])
-        return RandomForestRegressor(n_estimators=100, min_samples_leaf=1, random_state=int(self.rng.integers(1 << 30))
-                                     ).fit(X, y)
+        if len(y) < self.FOREST_MIN:
+            model = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(X, y)
+            return lambda Z: (model.predict(Z), np.zeros(len(Z)))
+        forest = RandomForestRegressor(n_estimators=60, random_state=int(self.rng.integers(1 << 30))).fit(X, y)
+
+        def predict(Z):
+            trees = np.stack([t.predict(Z) for t in forest.estimators_])
+            return trees.mean(0), trees.std(0)
+        return predict
 
     def _proposals(self, limit: float) -> list[Scheme]:
         pop = sorted(self.order, key=_rank_key)[:self.population]
@@ -95,8 +110,5 @@ class SurrogateSearcher(EvolutionSearcher):
                     break
                 self.evaluate(s)
                 continue
-            model = self._fit()
-            X = self._features(cands)
-            trees = np.stack([t.predict(X) for t in model.estimators_])
-            score = trees.mean(0) + self.explore * trees.std(0)
-            self.evaluate(cands[int(np.argmax(score))])
+            mean, spread = self._fit()(self._features(cands))
+            self.evaluate(cands[int(np.argmax(mean + self.explore * spread))])
