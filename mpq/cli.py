@@ -100,12 +100,17 @@ def _fmt_bits(bits) -> str:
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Repeat training, search and QAT for seeds SEED..SEED+K-1 and report the test accuracies' "
                    "mean and spread; the first seed's scheme is written.")
+@click.option("--size-budget", default=None,
+              help="Most bytes of weights (packed weights and requantisation constants of the generated C), "
+                   "e.g. 12000 or 12KiB.")
+@click.option("--ram-budget", default=None,
+              help="Most bytes of RAM the generated model takes from the arena (activations, scratch), e.g. 6KiB.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size N of the deployed kernels (for latency).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="scheme.json", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the scheme document as JSON.")
 def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, budget_evals, seed, epochs,
-           qat_epochs, search_qat_steps, lsq, seeds, batch, output, as_json):
+           qat_epochs, search_qat_steps, lsq, seeds, size_budget, ram_budget, batch, output, as_json):
     """Search per-layer (qa, qw) bit-widths under a latency budget and write a scheme."""
     t0 = time.monotonic()
     progress = not as_json
@@ -115,8 +120,11 @@ def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, 
     # the budget only needs layer shapes: check it before any training
     budget = model_budget(get_model(model_name, dataset), latency_fn, latency_budget, batch, unit)
     epochs = epochs or dataset_info(dataset).epochs
+    memory_budget = {"weight_bytes": parse_bytes(size_budget, "--size-budget"),
+                     "ram_bytes": parse_bytes(ram_budget, "--ram-budget")}
     runs = [_search_run(model_name, dataset, data, out, latency_fn, budget, searcher, budget_evals, s, epochs,
-                        qat_epochs, search_qat_steps, lsq, batch, progress) for s in range(seed, seed + seeds)]
+                        qat_epochs, search_qat_steps, lsq, batch, progress, memory_budget)
+            for s in range(seed, seed + seeds)]
     r = runs[0]
     model, int_model, result, best = r["model"], r["int_model"], r["result"], r["best"]
     acc_float, acc_fq, acc_int, cached = r["float"], r["fakequant"], r["integer"], r["cached"]
@@ -151,6 +159,7 @@ def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, 
                "float_cached": cached, "n_train": r["n_train"], "n_val": r["n_val"],
                "n_test": int(len(data.y_test))},
         wall_s=round(time.monotonic() - t0, 2),
+        memory=scheme_memory(model, int_model, memory_budget),
     )
     path = save_scheme(out, scheme, model)
     doc = read_scheme(path).to_dict()
@@ -175,6 +184,39 @@ def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, 
     click.echo(f"wrote {path} and {path.with_name(doc['weights'])}")
 
 
+_BYTES = {"": 1, "b": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1 << 20, "mib": 1 << 20, "mb": 10 ** 6}
+
+
+def parse_bytes(text: str | None, option: str) -> int | None:
+    """``12000``, ``12KiB``, ``1.5k`` -> bytes (None stays None); bad text is a UserError."""
+    if text is None:
+        return None
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _BYTES:
+        raise UserError(f"{option} {text!r} is not a byte count like 12000 or 12KiB.")
+    n = int(float(m.group(1)) * _BYTES[m.group(2).lower()])
+    if n <= 0:
+        raise UserError(f"{option} {text!r} must be a positive number of bytes.")
+    return n
+
+
+def scheme_memory(model, int_model, budgets: dict) -> dict:
+    """The memory record of a scheme: the budgets, the prediction from the structural
+    graph (what the search checked) and the numbers of the generated C."""
+    from kernels.ir import codegen
+
+    from .memory import graph_memory, model_memory
+
+    gen = codegen.generate(int_model.graph, {"model": "scheme"})
+    need = model_memory(gen, None)
+    generated = {"weight_bytes": graph_memory(int_model.graph)["weight_bytes"],
+                 "activation_bytes": need.activation_bytes, "ram_bytes": need.arena_bytes}
+    return {"budgets": {k: v for k, v in budgets.items() if v is not None},
+            "predicted": graph_memory(model.lower()), "generated": generated}
+
+
 def seed_summary(runs: list[dict]) -> dict:
     """Mean and spread (sample standard deviation) over seeds of the test accuracies."""
     import numpy as np
@@ -190,7 +232,7 @@ def seed_summary(runs: list[dict]) -> dict:
 
 
 def _search_run(model_name, dataset, data, out, latency_fn, budget, searcher, budget_evals, seed, epochs,
-                qat_epochs, search_qat_steps, lsq, batch, progress) -> dict:
+                qat_epochs, search_qat_steps, lsq, batch, progress, memory_budget=None) -> dict:
     """One seed: float model (cached), search on the validation split, QAT of the best
     scheme with early stopping on the validation split, test accuracies."""
     x_tr, y_tr, x_val, y_val = data.split_validation(VAL_FRACTION, seed, VAL_MAX)
@@ -202,7 +244,9 @@ def _search_run(model_name, dataset, data, out, latency_fn, budget, searcher, bu
 
     evaluator = PTQEvaluator(float_model, x_tr, y_tr, x_val, y_val, qat_steps=search_qat_steps, seed=seed, lsq=lsq)
     result, budget = run_search(float_model, evaluator, latency_fn, budget, searcher=searcher,
-                                n_evals=budget_evals, seed=seed, batch=batch, unit=budget.unit, progress=progress)
+                                n_evals=budget_evals, seed=seed, batch=batch, unit=budget.unit, progress=progress,
+                                size_budget=(memory_budget or {}).get("weight_bytes"),
+                                ram_budget=(memory_budget or {}).get("ram_bytes"))
     if result.best is None:
         raise UserError("the search evaluated no scheme; raise --budget-evals or --latency-budget.")
     best = result.best

@@ -8,6 +8,7 @@ The document is `SchemeDoc` (``"format": "mico-scheme", "version": 1``)::
     accuracy: {float, fakequant, integer, search_validation, split}   (test split)
     predicted_latency: {unit, total, per_layer[, other_ops]}
     budget: {text, value, unit}
+    memory: {budgets, predicted, generated} weight_bytes / activation_bytes / ram_bytes
     bops, size_bits, searcher, evaluations, pareto [{bits, accuracy, latency}],
     candidates [{bits, accuracy, latency, feasible}], proxy, train {...}, wall_s
     weights: file name of the state dict, relative to the scheme file (<stem>.pt)
@@ -103,6 +104,7 @@ _OPTIONAL: dict[str, tuple[tuple[type, ...], Any]] = {
     "proxy": ((str,), lambda: None),
     "train": ((dict,), lambda: None),
     "wall_s": ((int, float), lambda: None),
+    "memory": ((dict,), lambda: None),
 }
 
 
@@ -130,6 +132,7 @@ class SchemeDoc:
     proxy: str | None = None
     train: dict | None = None
     wall_s: float | None = None
+    memory: dict | None = None      # weight / RAM bytes: budgets, predicted, of the generated C
     extra: dict = field(default_factory=dict)
 
     @property

@@ -6,7 +6,6 @@ import torch
 
 from kernels import ir
 from mpq.datasets import load_dataset
-from mpq.fold import fold_model
 from mpq.integer import build_integer_model
 from mpq.models import get_model
 from mpq.models.base import QRef
@@ -124,8 +123,6 @@ def test_early_stopping_restores_the_best_validation_epoch(lenet, digits):
     x_val, y_val = digits.x_train[n * 3 // 4:], digits.y_train[n * 3 // 4:]
     q = quantize(lenet, ((8, 8), (2, 2), (2, 2), (2, 2)), x_tr, seed=0)
     scores = []
-    orig = accuracy.__wrapped__ if hasattr(accuracy, "__wrapped__") else None
-    del orig
     losses = qat(q, x_tr, y_tr, epochs=4, seed=0, lsq=True, x_val=x_val, y_val=y_val, patience=2,
                  lr=3e-2)                         # a high rate: later epochs may get worse
     per_epoch = (len(y_tr) + 63) // 64
@@ -134,3 +131,34 @@ def test_early_stopping_restores_the_best_validation_epoch(lenet, digits):
     # the restored state scores the best validation accuracy seen (>= the PTQ start)
     start = quantize(lenet, ((8, 8), (2, 2), (2, 2), (2, 2)), x_tr, seed=0)
     assert scores[0] >= accuracy(start, x_val, y_val)
+
+
+def test_memory_budgets_hold_in_the_generated_c(lenet, digits):
+    """The search's memory prediction (structural graph) is what the generated C declares:
+    constant bytes of every array the MAC layers emit, and RUN_MODEL's arena bytes."""
+    import re
+
+    from kernels.ir import codegen
+    from mpq.memory import graph_memory, model_memory
+    from mpq.search import run_search
+    from mpq.evaluate import cbops_latency
+
+    for scheme in (((8, 8),) * 4, ((8, 4), (2, 2), (4, 1), (2, 8))):
+        q = quantize(lenet, scheme, digits.x_train, seed=0)
+        im = build_integer_model(q)
+        gen = codegen.generate(im.graph)
+        sizes = {"int32_t": 4, "uint32_t": 4, "uint8_t": 1, "int8_t": 1}
+        declared = sum(sizes[t] * int(n) for t, name, n in
+                       re.findall(r"static const (\w+) (\w+)\[(\d+)\]", gen.source))
+        pred = graph_memory(q.lower(scheme))
+        assert pred["weight_bytes"] == declared
+        assert pred["ram_bytes"] == model_memory(gen, None).arena_bytes
+    # a search under both budgets returns a scheme within them
+    full = graph_memory(lenet.lower(((8, 8),) * 4))
+    size, ram = full["weight_bytes"] // 3, full["ram_bytes"] - 64
+    res, _ = run_search(lenet, lambda s: sum(a + w for a, w in s) / 64, cbops_latency, "90%", searcher="evolution",
+                        n_evals=6, seed=0, size_budget=size, ram_budget=ram)
+    assert res.candidates
+    for c in res.candidates:
+        m = graph_memory(lenet.lower(c.bits))
+        assert m["weight_bytes"] <= size and m["ram_bytes"] <= ram

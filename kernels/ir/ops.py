@@ -184,6 +184,19 @@ class _MacOp(Op):
     def weight_bits(self) -> int:
         return 0 if self.weight is None else int(self.weight.size * self.qw)
 
+    def const_bytes(self, ins: Sequence[TensorType], out: TensorType) -> int:
+        """Bytes of the constant arrays the generated C declares for this op: packed
+        weight rows, the int32 bias, the multipliers and shifts, and an unsigned padded
+        conv's correction array.  Known from shapes and bits alone (structural graphs)."""
+        shape = self._weight_shape(ins)
+        rows, red = shape[0], int(np.prod(shape[1:]))
+        n = 4 * rows * reference.words_per_row(red, self.qw) + 4 * rows
+        if self.out_bits:
+            n += 5 * rows
+        if self._unsigned_in(ins) and getattr(self, "pad", 0):
+            n += 4 * out.numel
+        return int(n)
+
     def _weight_shape(self, ins: Sequence[TensorType]) -> tuple[int, ...]:
         raise NotImplementedError
 

@@ -145,7 +145,8 @@ class Searcher(ABC):
     name = "base"
 
     def __init__(self, n_layers: int, accuracy_fn: AccuracyFn, latency_fn: SchemeLatencyFn, budget: float,
-                 n_evals: int = 40, seed: int = 0, bits: Sequence[int] = BITS, progress: bool = False):
+                 n_evals: int = 40, seed: int = 0, bits: Sequence[int] = BITS, progress: bool = False,
+                 memory_fn: Callable[[Scheme], dict] | None = None, memory_budget: dict | None = None):
         if n_evals < 1:
             raise UserError(f"--budget-evals must be at least 1, got {n_evals}.")
         self.n_layers = int(n_layers)
@@ -160,13 +161,23 @@ class Searcher(ABC):
         self.order: list[Candidate] = []
         self.rejected = 0
         self._bar = None
+        # budgets beyond latency: {"weight_bytes": n, "ram_bytes": n} checked by memory_fn(scheme)
+        self.memory_fn = memory_fn
+        self.memory_budget = {k: float(v) for k, v in (memory_budget or {}).items() if v is not None}
 
     # -- helpers --
     def latency(self, scheme: Scheme) -> float:
         return float(self.latency_fn(scheme)[1])
 
+    def over_memory(self, scheme: Scheme) -> float:
+        """How far a scheme is over the memory budgets (sum of relative excesses; 0: within)."""
+        if not self.memory_budget or self.memory_fn is None:
+            return 0.0
+        mem = self.memory_fn(scheme)
+        return float(sum(max(0.0, mem[k] / v - 1.0) for k, v in self.memory_budget.items()))
+
     def feasible(self, scheme: Scheme) -> bool:
-        ok = self.latency(scheme) <= self.budget
+        ok = self.latency(scheme) <= self.budget and self.over_memory(scheme) == 0.0
         if not ok:
             self.rejected += 1
         return ok
@@ -200,7 +211,7 @@ class Searcher(ABC):
             key = tuple(s)
             per, total = self.latency_fn(key)
             if total <= self.budget:
-                return key
+                return self._repair_memory(key)
             order = np.argsort(-np.asarray(per), kind="stable")
             for li in order:
                 cur = table[s[li]][li]
@@ -211,6 +222,29 @@ class Searcher(ABC):
                 break
             else:
                 return None
+        return None
+
+    def _repair_memory(self, scheme: Scheme) -> Scheme | None:
+        """Lower bits until the memory budgets hold too: each step takes the single-layer
+        move to a narrower pair that cuts the excess most (ties: the faster scheme)."""
+        s = list(scheme)
+        for _ in range(2 * len(self.bits) * self.n_layers + 1):
+            over = self.over_memory(tuple(s))
+            if over == 0.0:
+                return tuple(s) if self.latency(tuple(s)) <= self.budget else None
+            moves = []
+            for i, (a, w) in enumerate(s):
+                for a2 in self.bits:
+                    for w2 in self.bits:
+                        if (a2, w2) != (a, w) and a2 <= a and w2 <= w:
+                            t = tuple(s[:i] + [(a2, w2)] + s[i + 1:])
+                            moves.append((self.over_memory(t), self.latency(t), t))
+            if not moves:
+                return None
+            best = min(moves, key=lambda m: (m[0], m[1]))
+            if best[0] >= over:
+                return None
+            s = list(best[2])
         return None
 
     def random_feasible(self, tries: int = 200) -> Scheme | None:
@@ -230,7 +264,7 @@ class Searcher(ABC):
         if hit is not None:
             return hit
         per, total = self.latency_fn(scheme)
-        if total > self.budget:   # never let an infeasible scheme in
+        if total > self.budget or self.over_memory(scheme) > 0:   # never let an infeasible scheme in
             raise AssertionError(f"infeasible scheme {scheme} reached evaluation")
         acc = float(self.accuracy_fn(scheme))
         c = Candidate(scheme, acc, float(total), [float(v) for v in per], len(self.order))

@@ -29,9 +29,11 @@ from .base import Searcher
 log = logging.getLogger(__name__)
 
 
-def solve_assignment(cost: np.ndarray, lat: np.ndarray, limit: float) -> np.ndarray | None:
+def solve_assignment(cost: np.ndarray, lat: np.ndarray, limit: float,
+                     extra: list[tuple[np.ndarray, float]] = ()) -> np.ndarray | None:
     """Pair index per layer minimising ``sum cost[i, p]`` with ``sum lat[i, p] <= limit``
-    (cost, lat: (layers, pairs)); None when infeasible."""
+    and ``sum table[i, p] <= bound`` for every (table, bound) of ``extra`` (memory
+    budgets); tables of shape (layers, pairs).  None when infeasible."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     n, P = cost.shape
@@ -39,6 +41,7 @@ def solve_assignment(cost: np.ndarray, lat: np.ndarray, limit: float) -> np.ndar
     for i in range(n):
         A_eq[i, i * P:(i + 1) * P] = 1
     cons = [LinearConstraint(A_eq, 1, 1), LinearConstraint(lat.reshape(1, -1), -np.inf, limit)]
+    cons += [LinearConstraint(t.reshape(1, -1), -np.inf, b) for t, b in extra]
     res = milp(cost.reshape(-1), constraints=cons, integrality=np.ones(n * P), bounds=Bounds(0, 1))
     if res.x is None or not res.success:
         return None
@@ -70,18 +73,37 @@ class ILPSearcher(Searcher):
                 s = list(ref)
                 s[i] = p
                 lat[i, k] = self.latency(tuple(s)) - t0
+        # memory budgets made additive the same way
+        self._extra = []
+        if self.memory_budget and self.memory_fn is not None:
+            m0 = self.memory_fn(ref)
+            for key, bound in self.memory_budget.items():
+                tab = np.zeros_like(cost)
+                for i in range(self.n_layers):
+                    for k, p in enumerate(pairs):
+                        s = list(ref)
+                        s[i] = p
+                        tab[i, k] = self.memory_fn(tuple(s))[key] - m0[key]
+                self._extra.append((tab, bound - m0[key]))
         return pairs, cost, lat, t0
 
     def solve(self, limit: float, pairs, cost, lat, t0) -> Scheme | None:
         """The cheapest scheme whose REAL predicted latency is within ``limit``."""
         want = limit
+        extra = getattr(self, "_extra", [])
         for _ in range(20):
-            x = solve_assignment(cost, lat, want - t0)
+            x = solve_assignment(cost, lat, want - t0, extra)
             if x is None:
                 return None
             s = tuple(pairs[k] for k in x)
             real = self.latency(s)
             if real <= limit:
+                if self.over_memory(s) > 0:            # the memory model is not exactly additive either
+                    saved, self.budget = self.budget, limit
+                    try:
+                        s = self._repair_memory(s)
+                    finally:
+                        self.budget = saved
                 return s
             want -= (real - limit) + 1e-9 * abs(limit)
         return None
