@@ -125,6 +125,7 @@ def build_integer_model(model: QuantModel) -> IntegerModel:
     layers = model.quant_layers()
     if not all(m.quant_enabled for _, m in layers):
         raise ValueError("fake quant must be enabled (and calibrated) to build the integer model")
+    model.sync_signedness()              # the input scales depend on each code's signedness
     params = [m.integer_params() for _, m in layers]
     graph = model.lower(params=params)
     return IntegerModel(graph, input_scale=params[0]["s_in"], input_offset=float(model.input_offset),

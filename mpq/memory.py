@@ -51,6 +51,21 @@ def model_memory(gen: Generated, image: bytes | None) -> ModelMemory:
                        scratch_bytes=gen.scratch_bytes, arena_bytes=arena)
 
 
+def graph_memory(graph) -> dict:
+    """Memory of a model graph as the generated C lays it out, before any training:
+    ``weight_bytes`` (constant arrays of the MAC layers: packed weights, requantisation
+    parameters), ``activation_bytes`` (the lifetime-planned activation buffers' peak)
+    and ``ram_bytes`` (what RUN_MODEL takes from the arena, as :func:`model_memory`)."""
+    from kernels.ir.codegen import layout
+
+    _, act, _, total = layout(graph)
+    weights = sum(n.op.const_bytes(graph.in_types(n), n.type) for n in graph.mac_nodes)
+    out = graph.output
+    ram = (4 if out.bits == 0 else 1) * out.numel + 8 * len(graph.timed_nodes) + graph.input.numel + total \
+        + ARENA_SLACK
+    return {"weight_bytes": int(weights), "activation_bytes": int(act), "ram_bytes": int(ram)}
+
+
 def _kib(n: int) -> str:
     return f"{n / 1024:.1f} KiB"
 

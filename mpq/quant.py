@@ -84,59 +84,88 @@ def set_scale_policy(model: nn.Module, policy: str) -> None:
         m.policy = policy
 
 
-def qrange(bits: int) -> tuple[int, int]:
-    """(lowest, highest) integer value of a ``bits``-bit code (1 bit: -1, +1)."""
+def qrange(bits: int, unsigned: bool = False) -> tuple[int, int]:
+    """(lowest, highest) integer value of a ``bits``-bit code (1 bit: -1, +1;
+    ``unsigned`` at 2/4 bits: 0 .. 2^b - 1, a non-negative tensor's code)."""
     _check_bits(bits)
     if bits == 1:
         return -1, 1
+    if unsigned:
+        if bits not in ir.UNSIGNED_BITS:
+            raise ValueError(f"unsigned codes exist at {ir.UNSIGNED_BITS} bits, not {bits}")
+        return 0, (1 << bits) - 1
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
-def quantize_codes(x: torch.Tensor, scale: torch.Tensor | float, bits: int) -> torch.Tensor:
+def quantize_codes(x: torch.Tensor, scale: torch.Tensor | float, bits: int, unsigned: bool = False) -> torch.Tensor:
     """Integer VALUES (same float dtype as ``x``) of ``x`` quantised with ``scale``.
 
     ``scale`` broadcasts against ``x`` (a scalar or per-channel shaped tensor)."""
     bits = _check_bits(bits)
     if bits == 1:
         return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
-    lo, hi = qrange(bits)
+    lo, hi = qrange(bits, unsigned)
     return torch.clamp(torch.round(x / scale), lo, hi)
 
 
-def quantize_codes_np(x: np.ndarray, scale, bits: int) -> np.ndarray:
+def quantize_codes_np(x: np.ndarray, scale, bits: int, unsigned: bool = False) -> np.ndarray:
     """NumPy twin of :func:`quantize_codes` (np.rint rounds half to even)."""
     bits = _check_bits(bits)
     x = np.asarray(x)
     if bits == 1:
         return np.where(x >= 0, 1.0, -1.0).astype(x.dtype)
-    lo, hi = qrange(bits)
+    lo, hi = qrange(bits, unsigned)
     return np.clip(np.rint(x / scale), lo, hi)
 
 
 class _FakeQuantSTE(torch.autograd.Function):
+    """Fake quant with the straight-through gradient for ``x`` and, when the scale
+    is learned, LSQ's gradient for it (Esser et al., "Learned Step Size
+    Quantization"): d(q*s)/ds = round(x/s) - x/s inside the range, the clamp
+    bound outside, scaled by ``grad_scale`` (1/sqrt(numel * Qp))."""
+
     @staticmethod
-    def forward(ctx, x, scale, bits):
-        q = quantize_codes(x, scale, bits)
-        r = x / scale
+    def forward(ctx, x, scale, bits, unsigned, grad_scale):
+        s = scale.detach() if torch.is_tensor(scale) else scale
+        q = quantize_codes(x, s, bits, unsigned)
+        r = x / s
         if bits == 1:
             mask = r.abs() <= 1
         else:
-            lo, hi = qrange(bits)
+            lo, hi = qrange(bits, unsigned)
             mask = (r >= lo - 0.5) & (r <= hi + 0.5)
-        ctx.save_for_backward(mask)
-        return q * scale
+        ctx.bits, ctx.grad_scale = bits, grad_scale
+        ctx.scale_shape = scale.shape if torch.is_tensor(scale) else None
+        ctx.save_for_backward(mask, q, r)
+        return q * s
 
     @staticmethod
     def backward(ctx, grad):
-        (mask,) = ctx.saved_tensors
-        return grad * mask.to(grad.dtype), None, None
+        mask, q, r = ctx.saved_tensors
+        gs = None
+        if ctx.needs_input_grad[1]:
+            # inside the range q - r (rounding error), outside the clamp bound q itself
+            d = torch.where(mask, q - r, q) if ctx.bits > 1 else q
+            g = grad * d * ctx.grad_scale
+            shape = ctx.scale_shape
+            dims = [i for i in range(g.dim()) if i >= len(shape) or shape[len(shape) - g.dim() + i] == 1] \
+                if len(shape) == g.dim() else list(range(g.dim()))
+            gs = g.sum(dim=dims, keepdim=len(shape) == g.dim()).reshape(shape)
+        return grad * mask.to(grad.dtype), gs, None, None, None
 
 
-def fake_quant(x: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
+def fake_quant(x: torch.Tensor, scale: torch.Tensor, bits: int, unsigned: bool = False,
+               learn: bool = False) -> torch.Tensor:
     """``quantize_codes(x, scale, bits) * scale`` with a straight-through gradient
     (zero where the value was clamped; for 1 bit where ``|x/scale| > 1``).
-    ``scale`` is treated as a constant (no gradient)."""
-    return _FakeQuantSTE.apply(x, scale.detach() if torch.is_tensor(scale) else scale, _check_bits(bits))
+    ``scale`` is a constant unless ``learn`` (LSQ gradient, see _FakeQuantSTE)."""
+    bits = _check_bits(bits)
+    if learn and torch.is_tensor(scale) and scale.requires_grad:
+        lo, hi = qrange(bits, unsigned)
+        n = x.numel() / max(scale.numel(), 1)
+        g = 1.0 / float(np.sqrt(max(n, 1.0) * max(hi, 1)))
+        return _FakeQuantSTE.apply(x, scale, bits, unsigned, g)
+    return _FakeQuantSTE.apply(x, scale.detach() if torch.is_tensor(scale) else scale, bits, unsigned, 0.0)
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -176,19 +205,34 @@ class WeightFakeQuant(nn.Module):
         self.per_channel = bool(per_channel)
         self.policy = _check_policy(policy)
         self.register_buffer("fake_quant_enabled", torch.tensor([0], dtype=torch.uint8))
+        self.lsq_scale: nn.Parameter | None = None
 
     @property
     def enabled(self) -> bool:
         return bool(self.fake_quant_enabled[0])
 
+    def start_lsq(self, w: torch.Tensor) -> None:
+        """Learn the per-channel scales from now on (LSQ), starting at today's ones
+        (one shared value when not per channel: the classifier keeps one scale)."""
+        s = self.scale(w).detach().clone()
+        self.lsq_scale = nn.Parameter(s[:1].clone() if not self.per_channel else s)
+
+    def stop_lsq(self, w: torch.Tensor) -> None:
+        self.lsq_scale = None
+
     def scale(self, w: torch.Tensor) -> torch.Tensor:
+        ls = getattr(self, "lsq_scale", None)
+        if ls is not None:
+            s = ls.abs().clamp_min(EPS_SCALE)
+            return s.expand(w.shape[0]) if s.numel() == 1 else s
         return weight_scale(w, self.bits, self.per_channel, self.policy)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return w
+        ls = getattr(self, "lsq_scale", None)
         s = self.scale(w).view((-1,) + (1,) * (w.dim() - 1))
-        return fake_quant(w, s, self.bits)
+        return fake_quant(w, s, self.bits, learn=ls is not None)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, per_channel={self.per_channel}, policy={self.policy}"
@@ -211,10 +255,39 @@ class ActFakeQuant(nn.Module):
         self.register_buffer("initialized", torch.tensor([0], dtype=torch.uint8))
         self.register_buffer("fake_quant_enabled", torch.tensor([0], dtype=torch.uint8))
         self.register_buffer("observer_enabled", torch.tensor([1], dtype=torch.uint8))
+        self._unsigned = False
+        self.lsq_scale: nn.Parameter | None = None
+
+    @property
+    def unsigned(self) -> bool:
+        """Whether this quantiser's code is unsigned (0 .. 2^b - 1): set by the model
+        from its structure (every writer of the tensor ends in a ReLU, b in 2, 4)."""
+        return self._unsigned and self.bits in ir.UNSIGNED_BITS
+
+    @unsigned.setter
+    def unsigned(self, value: bool) -> None:
+        self._unsigned = bool(value)
 
     @property
     def enabled(self) -> bool:
         return bool(self.fake_quant_enabled[0])
+
+    def start_lsq(self) -> None:
+        """Learn the scale from now on (LSQ): a parameter initialised at the current scale.
+        The observer stops steering it."""
+        s = float(self.observed_scale())
+        if self.lsq_scale is None:
+            self.lsq_scale = nn.Parameter(torch.tensor(s))
+        else:
+            with torch.no_grad():
+                self.lsq_scale.fill_(s)
+
+    def stop_lsq(self) -> None:
+        """Freeze the learned scale into the observer state and go back to observed scales."""
+        if self.lsq_scale is not None:
+            s = float(self.scale())
+            self.lsq_scale = None
+            self.set_scale(s)
 
     def reset(self) -> None:
         self.initialized.zero_()
@@ -233,14 +306,24 @@ class ActFakeQuant(nn.Module):
             self.ema_max.mul_(1 - m).add_(m * mx)
             self.ema_mean.mul_(1 - m).add_(m * mn)
 
-    def scale(self) -> torch.Tensor:
+    def _top(self) -> float:
+        """The largest code a max-based scale maps max|x| to."""
+        return float(qrange(self.bits, self.unsigned)[1])
+
+    def observed_scale(self) -> torch.Tensor:
         if self.bits == 1:
             s = self.ema_mean
         elif self.bits == 2 and self.policy == "mico":
             s = self.ema_mean * A2_MEAN_FACTOR
         else:
-            s = self.ema_max / float((1 << (self.bits - 1)) - 1)
+            s = self.ema_max / self._top()
         return s.clamp_min(EPS_SCALE)
+
+    def scale(self) -> torch.Tensor:
+        """The scale in use: the learned one under LSQ (float32, > 0), else the observed one."""
+        if self.lsq_scale is not None:
+            return self.lsq_scale.abs().clamp_min(EPS_SCALE)
+        return self.observed_scale()
 
     def set_scale(self, scale: float) -> None:
         """Freeze the quantiser at ``scale`` (sets the EMA state accordingly)."""
@@ -250,15 +333,17 @@ class ActFakeQuant(nn.Module):
             elif self.bits == 2 and self.policy == "mico":
                 self.ema_mean.fill_(scale / A2_MEAN_FACTOR)
             else:
-                self.ema_max.fill_(scale * ((1 << (self.bits - 1)) - 1))
+                self.ema_max.fill_(scale * self._top())
             self.initialized.fill_(1)
+            if self.lsq_scale is not None:
+                self.lsq_scale.fill_(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and bool(self.observer_enabled[0]):
+        if self.training and bool(self.observer_enabled[0]) and self.lsq_scale is None:
             self.observe(x)
         if not self.enabled:
             return x
-        return fake_quant(x, self.scale().to(x.dtype), self.bits)
+        return fake_quant(x, self.scale().to(x.dtype), self.bits, self.unsigned, learn=self.lsq_scale is not None)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, momentum={self.momentum}, policy={self.policy}"
@@ -369,11 +454,12 @@ class QConv2d(_QuantLayerMixin, nn.Conv2d):
     def _op(self, x, w, b):
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
-    def ir_op(self, name: str, qa: int, qw: int, out_bits: int, weight=None, rq=None) -> ir.Conv2d:
+    def ir_op(self, name: str, qa: int, qw: int, out_bits: int, weight=None, rq=None,
+              out_signed: bool = True) -> ir.Conv2d:
         """This layer as an IR op (weights and requantisation optional: structural)."""
         return ir.Conv2d(name=name, qa=qa, qw=qw, out_bits=out_bits, weight=weight, rq=rq,
                          out_channels=self.out_channels, ks=self.kernel_size[0], stride=self.stride[0],
-                         pad=self.padding[0], groups=self.groups)
+                         pad=self.padding[0], groups=self.groups, out_signed=out_signed)
 
 
 class QLinear(_QuantLayerMixin, nn.Linear):
@@ -389,10 +475,11 @@ class QLinear(_QuantLayerMixin, nn.Linear):
     def _op(self, x, w, b):
         return F.linear(x, w, b)
 
-    def ir_op(self, name: str, qa: int, qw: int, out_bits: int, weight=None, rq=None) -> ir.Linear:
+    def ir_op(self, name: str, qa: int, qw: int, out_bits: int, weight=None, rq=None,
+              out_signed: bool = True) -> ir.Linear:
         """This layer as an IR op (weights and requantisation optional: structural)."""
         return ir.Linear(name=name, qa=qa, qw=qw, out_bits=out_bits, weight=weight, rq=rq,
-                         out_features=self.out_features)
+                         out_features=self.out_features, out_signed=out_signed)
 
 
 QUANT_LAYERS = (QConv2d, QLinear)

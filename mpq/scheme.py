@@ -8,6 +8,7 @@ The document is `SchemeDoc` (``"format": "mico-scheme", "version": 1``)::
     accuracy: {float, fakequant, integer, search_validation, split}   (test split)
     predicted_latency: {unit, total, per_layer[, other_ops]}
     budget: {text, value, unit}
+    memory: {budgets, predicted, generated} weight_bytes / activation_bytes / ram_bytes
     bops, size_bits, searcher, evaluations, pareto [{bits, accuracy, latency}],
     candidates [{bits, accuracy, latency, feasible}], proxy, train {...}, wall_s
     weights: file name of the state dict, relative to the scheme file (<stem>.pt)
@@ -37,6 +38,7 @@ from .fold import fold_model
 from .integer import IntegerModel, build_integer_model
 from .models import QuantModel, get_model
 from .quant import enable_fake_quant, set_scale_policy
+from .train import prepare_lsq_state
 
 FORMAT = "mico-scheme"
 VERSION = 1
@@ -102,6 +104,7 @@ _OPTIONAL: dict[str, tuple[tuple[type, ...], Any]] = {
     "proxy": ((str,), lambda: None),
     "train": ((dict,), lambda: None),
     "wall_s": ((int, float), lambda: None),
+    "memory": ((dict,), lambda: None),
 }
 
 
@@ -129,6 +132,7 @@ class SchemeDoc:
     proxy: str | None = None
     train: dict | None = None
     wall_s: float | None = None
+    memory: dict | None = None      # weight / RAM bytes: budgets, predicted, of the generated C
     extra: dict = field(default_factory=dict)
 
     @property
@@ -242,6 +246,7 @@ def model_from_scheme(doc: SchemeDoc | dict, weights: str | Path) -> QuantModel:
         raise MicoError(f"scheme weights {weights} do not exist; keep them next to the scheme file.") from None
     except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
         raise MicoError(f"cannot load scheme weights {weights} ({type(e).__name__}).") from None
+    prepare_lsq_state(model, state)
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as e:

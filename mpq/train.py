@@ -144,16 +144,103 @@ def quantize(float_model: QuantModel, scheme: Sequence[Sequence[int]], x_calib: 
     return m
 
 
+#: QAT defaults of the chosen scheme (``mico search``): long enough to converge on
+#: digits, stopped early when the validation accuracy stalls
+QAT_EPOCHS, QAT_PATIENCE = 30, 6
+#: the learned scales move this much slower than the weights (Adam normalises steps,
+#: and a scale step of lr would be a large relative change)
+LSQ_LR_FACTOR = 0.1
+
+
+def start_lsq(model: QuantModel) -> None:
+    """Learn every quantiser's scale from now on (LSQ), starting at the calibrated ones:
+    activation scales (one per code: a tied quantiser shares its primary's) and the
+    per-channel weight scales."""
+    from .models.base import TiedActQuant
+    from .quant import ActFakeQuant, WeightFakeQuant
+
+    for m in model.modules():
+        if isinstance(m, TiedActQuant) and m.tied():
+            continue
+        if isinstance(m, ActFakeQuant):
+            m.start_lsq()
+    for _, layer in model.quant_layers():
+        wq = layer.weight_quant
+        if isinstance(wq, WeightFakeQuant):
+            wq.start_lsq(layer.weight)
+
+
+def lsq_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for n, p in model.named_parameters() if n.endswith("lsq_scale")]
+
+
+def prepare_lsq_state(model: nn.Module, state: dict) -> None:
+    """Create the learned-scale parameters a saved state holds, so that it loads strictly."""
+    mods = dict(model.named_modules())
+    for key, value in state.items():
+        if key.endswith(".lsq_scale"):
+            m = mods.get(key[:-len(".lsq_scale")])
+            if m is not None and getattr(m, "lsq_scale", "absent") is None:
+                m.lsq_scale = nn.Parameter(torch.empty_like(value))
+
+
 def qat(model: QuantModel, x: torch.Tensor, y: torch.Tensor, epochs: int | None = 3, steps: int | None = None,
-        lr: float = 1e-3, batch_size: int = 64, seed: int = 0, progress: bool = False) -> list[float]:
+        lr: float = 1e-3, batch_size: int = 64, seed: int = 0, progress: bool = False, lsq: bool = False,
+        x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
+        patience: int = QAT_PATIENCE) -> list[float]:
     """Quantisation-aware fine-tuning in place (the model should be calibrated,
     e.g. by :func:`quantize`): Adam, for ``epochs`` epochs (cosine schedule) or a
-    fixed number of ``steps`` (constant lr).  Activation observers keep
-    updating (EMA) in training mode and freeze in eval mode."""
+    fixed number of ``steps`` (constant lr).  Without ``lsq`` the activation
+    observers keep updating (EMA) in training mode and freeze in eval mode;
+    with ``lsq`` every scale is a learned parameter (:func:`start_lsq`).
+
+    With a validation split (``x_val``, ``y_val``; epochs mode) the model is
+    scored after every epoch, training stops after ``patience`` epochs without
+    improvement, and the best epoch's state is restored (early stopping: the
+    test split is never looked at)."""
     enable_fake_quant(model, True)
     enable_observer(model, True)
-    return _train_loop(model, x, y, (epochs, steps), lr, batch_size, seed, 0.0, "QAT", progress,
-                       freeze_bn=True)
+    if lsq:
+        start_lsq(model)
+    scales = lsq_parameters(model)
+    ids = {id(p) for p in scales}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids], "lr": lr}]
+    if scales:
+        groups.append({"params": scales, "lr": lr * LSQ_LR_FACTOR})
+    if len(x) == 0:
+        raise ValueError("no training data")
+    gen = torch.Generator().manual_seed(int(seed))
+    opt = torch.optim.Adam(groups)
+    per_epoch = (len(x) + batch_size - 1) // batch_size
+    losses: list[float] = []
+    if steps is not None or x_val is None or epochs is None:
+        total = steps if steps is not None else epochs * per_epoch
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1)) if steps is None else None
+        bar = _progress(total, "QAT", progress)
+        with torch_threads():
+            _run_steps(model, x, y, batch_size, gen, opt, sched, total, losses, bar, True)
+        if bar is not None:
+            bar.close()
+        model.eval()
+        return losses
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs * per_epoch, 1))
+    best, best_state, stale = accuracy(model, x_val, y_val), copy.deepcopy(model.state_dict()), 0
+    bar = _progress(epochs * per_epoch, "QAT", progress)
+    for _ in range(epochs):
+        with torch_threads():
+            _run_steps(model, x, y, batch_size, gen, opt, sched, per_epoch, losses, bar, True)
+        acc = accuracy(model, x_val, y_val)
+        if acc > best:
+            best, best_state, stale = acc, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    if bar is not None:
+        bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return losses
 
 
 @torch.no_grad()

@@ -17,6 +17,8 @@ import click
               help="Proxy file (mico fit -o): adds out-of-fold parity plots per op.")
 @click.option("--scheme", "scheme_path", type=click.Path(), default=None,
               help="scheme.json (mico search): adds the Pareto front and the chosen bit-widths.")
+@click.option("--compare", "compare_paths", type=click.Path(), multiple=True,
+              help="More scheme.json files (e.g. one per searcher): their Pareto fronts share one plot.")
 @click.option("--deploy", "deploy_path", type=click.Path(), default=None,
               help="deploy.json (mico deploy): adds bit-exactness, accuracy and measured vs predicted latency.")
 @click.option("--validation", "validation_paths", multiple=True, type=click.Path(),
@@ -24,8 +26,8 @@ import click
                    "(validations kept in the store are shown too).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Folder for index.html and the PNGs.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written, and the key numbers, as JSON.")
-def report(store_path: str, proxy_path: str | None, scheme_path: str | None, deploy_path: str | None,
-           validation_paths: tuple[str, ...], out_dir: str, as_json: bool) -> None:
+def report(store_path: str, proxy_path: str | None, scheme_path: str | None, compare_paths: tuple,
+           deploy_path: str | None, validation_paths: tuple[str, ...], out_dir: str, as_json: bool) -> None:
     """Write an HTML report: store summary, (qa x qw) latency heatmaps,
     proxy parity plots, the search's Pareto front and the deploy validation.
 
@@ -36,5 +38,5 @@ def report(store_path: str, proxy_path: str | None, scheme_path: str | None, dep
     from .html import build_report
 
     rep = build_report(store_path, out_dir, proxy_path=proxy_path, scheme_path=scheme_path, deploy_path=deploy_path,
-                       validation_paths=list(validation_paths))
+                       compare_paths=compare_paths, validation_paths=list(validation_paths))
     emit(rep.to_dict(), as_json, str(rep.index))

@@ -51,11 +51,14 @@ class Report:
     scheme: object | None = None
     deploy: object | None = None
     validations: list = field(default_factory=list)
+    compare: list = field(default_factory=list)     # scheme files whose fronts share one plot
+    fronts_png: str | None = None
 
     @property
     def figures(self) -> list[str]:
         names = [h.png for h in self.heatmaps] + [p.png for p in self.parity]
-        names += [self.scheme.png if self.scheme else None, self.deploy.png if self.deploy else None]
+        names += [self.scheme.png if self.scheme else None, self.deploy.png if self.deploy else None,
+                  self.fronts_png]
         names += [v.png for v in self.validations]
         return [str(self.out / n) for n in names if n]
 
@@ -65,7 +68,10 @@ class Report:
                 "proxies": {p.op: p.to_dict() for p in self.parity},
                 "scheme": self.scheme.to_dict() if self.scheme else None,
                 "deploy": self.deploy.to_dict() if self.deploy else None,
-                "validations": [v.to_dict() for v in self.validations]}
+                "validations": [v.to_dict() for v in self.validations],
+                "compare": [{"path": c.path, "searcher": c.doc.get("searcher"), "evaluations": c.doc.get("evaluations"),
+                             "pareto_points": len(c.pareto)} for c in self.compare],
+                "fronts_png": self.fronts_png}
 
 
 def summarize_store(path: str | Path, targets: list[dict], frame) -> tuple[StoreSummary, dict[str, str]]:
@@ -129,7 +135,7 @@ def _prepare_out(out: str | Path) -> Path:
 
 def build_report(store_path: str | Path, out: str | Path, proxy_path: str | Path | None = None,
                  scheme_path: str | Path | None = None, deploy_path: str | Path | None = None,
-                 validation_paths: list[str | Path] | None = None) -> Report:
+                 compare_paths: list | tuple = (), validation_paths: list[str | Path] | None = None) -> Report:
     """Write ``out/index.html`` and its PNGs; returns what was written.
 
     Raises UserError (one sentence) for a missing or malformed input; inputs
@@ -147,6 +153,7 @@ def build_report(store_path: str | Path, out: str | Path, proxy_path: str | Path
         stored_validations = st.validations()
     summary, names = summarize_store(sp, targets, frame)
     sch = pareto.load(scheme_path) if scheme_path is not None else None
+    cmp = [pareto.load(p) for p in compare_paths]
     dep = deploy_table.load(deploy_path) if deploy_path is not None else None
     par = parity.compute(proxy_path) if proxy_path is not None else []
     hms = heatmaps.compute(frame, names)
@@ -165,9 +172,10 @@ def build_report(store_path: str | Path, out: str | Path, proxy_path: str | Path
         deploy_table.plot(dep, outp, used)
     for v in vals:
         validation.plot(v, outp, used)
+    fronts = pareto.plot_fronts(([sch] if sch is not None else []) + cmp, outp, used) if cmp else None
     index = outp / "index.html"
     rep = Report(out=outp, index=index, store=summary, heatmaps=hms, parity=par, scheme=sch, deploy=dep,
-                 validations=vals)
+                 validations=vals, compare=cmp, fronts_png=fronts)
     html = render(rep, inputs={"store": str(store_path), "proxy": _opt(proxy_path), "scheme": _opt(scheme_path),
                                "deploy": _opt(deploy_path)})
     atomic_write(index, html, what="report")
@@ -195,5 +203,5 @@ def render(rep: Report, inputs: dict) -> str:
     return tpl.render(
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"), version=ver, inputs=inputs,
         store=rep.store, heatmaps=rep.heatmaps, parity=rep.parity, scheme=rep.scheme, deploy=rep.deploy,
-        validations=rep.validations,
+        validations=rep.validations, compare=rep.compare, fronts_png=rep.fronts_png,
     )

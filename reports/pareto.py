@@ -278,3 +278,31 @@ def plot(sch: Scheme, out_dir: Path, used: set[str]) -> str | None:
     fig.legend(loc="outside right upper", fontsize=8, frameon=False)
     sch.png = save_figure(fig, out_dir, unique_name("pareto", used))
     return sch.png
+
+
+def plot_fronts(schemes: list[Scheme], out_dir: Path, used: set[str]) -> str | None:
+    """The Pareto fronts of several searches (one scheme.json each, e.g. one per searcher)
+    on one plot, each labelled with its searcher and the accuracy evaluations it used."""
+    drawable = [s for s in schemes if s.pareto]
+    if not drawable:
+        return None
+    units = {s.unit for s in drawable}
+    fig = new_figure(8.6, 4.8)
+    ax = fig.add_subplot()
+    for k, sch in enumerate(drawable):
+        fr = sorted(sch.pareto, key=lambda p: p.latency)
+        who = sch.doc.get("searcher") or Path(sch.path).stem
+        ev = sch.doc.get("evaluations")
+        label = f"{who} ({ev} evaluations)" if ev is not None else who
+        ax.plot([p.latency for p in fr], [p.accuracy for p in fr], "-o", drawstyle="steps-post", ms=4, lw=1.3,
+                label=label, zorder=2)
+    budgets = {s.budget_value for s in drawable if s.budget_value is not None}
+    if len(budgets) == 1:
+        ax.axvline(budgets.pop(), color="#d62728", ls="--", lw=1.0, label="budget", zorder=0)
+    unit = f" ({units.pop()})" if len(units) == 1 and None not in units else ""
+    ax.set_xlabel(f"predicted latency{unit}")
+    ax.set_ylabel("accuracy (validation split)")
+    ax.set_title("Pareto fronts of the searches", fontsize=10)
+    ax.grid(True, color="0.9", lw=0.6)
+    fig.legend(loc="outside right upper", fontsize=8, frameon=False)
+    return save_figure(fig, out_dir, unique_name("fronts", used))

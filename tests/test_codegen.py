@@ -7,7 +7,7 @@ import pytest
 
 from harness.errors import BuildError
 from helpers.models import random_graph as random_model
-from helpers.models import random_inputs
+from helpers.models import random_inputs, unsigned_graph
 from kernels.ir import codegen
 
 BITS = (1, 2, 4, 8)
@@ -52,6 +52,37 @@ def test_generated_model_bit_exact_all_pairs(host, qa, qw):
 def test_generated_model_bit_exact_shapes(host, kw):
     rng = np.random.default_rng(len(str(kw)))
     _check(host, random_model(rng, [(8, 4), (2, 2), (4, 1), (1, 8)], **kw), rng)
+
+
+@pytest.mark.parametrize("qa,qw", list(itertools.product(BITS, BITS)))
+def test_unsigned_activations_bit_exact_all_pairs(host, qa, qw):
+    """ReLU outputs on unsigned 2/4-bit codes, read by every pair's kernels (lowered to
+    the signed kernels: flipped top bits, bias offset, padding correction)."""
+    rng = np.random.default_rng(100 + qa * 10 + qw)
+    ua = 4 if qa not in (2, 4) else qa
+    g = unsigned_graph(rng, [(qa, qw), (ua, qw), (ua, qa if qa in (2, 4) else 2), (2, qw)])
+    assert [n.type.signed for n in g.nodes][:3] == [False, False, False]
+    ref = _check(host, g, rng)
+    assert len(np.unique(ref)) > 3
+
+
+@pytest.mark.parametrize("kw", [dict(pool="avg"), dict(groups=8), dict(pad=0, hw=11), dict(c_in=1, hw=8)])
+def test_unsigned_activations_bit_exact_shapes(host, kw):
+    rng = np.random.default_rng(7 + len(str(kw)))
+    _check(host, unsigned_graph(rng, [(8, 4), (2, 2), (4, 1), (4, 8)], **kw), rng)
+
+
+def test_unsigned_requant_range():
+    """Unsigned requantisation spans [0, 2^b - 1] and only exists with a ReLU at 2 or 4 bits."""
+    from kernels import ir
+
+    rq = ir.Requant(np.zeros(1, np.int32), np.array([1 << 30], np.int32), np.array([30], np.uint8), True, 2,
+                    unsigned=True)
+    assert rq.apply(np.array([[-5, 0, 1, 2, 3, 9]]).T, 1).ravel().tolist() == [0, 0, 1, 2, 3, 3]
+    for bad in (dict(relu=False, out_bits=4), dict(relu=True, out_bits=8), dict(relu=True, out_bits=1)):
+        with pytest.raises(ir.IRError):
+            ir.Requant(np.zeros(1, np.int32), np.array([1 << 30], np.int32), np.array([30], np.uint8),
+                       unsigned=True, **bad)
 
 
 def test_reload_replaces_the_model_and_reset_clears_it(host):

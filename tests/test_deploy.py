@@ -16,7 +16,8 @@ def scheme(tmp_path_factory):
          "--no-progress")
     mico("fit", "--store", db, "--target", "host", "--op", "all", "--features", "analytic", "-o", d / "proxy.json")
     mico("search", "--model", "lenet", "--dataset", "digits", "--proxy", d / "proxy.json", "--latency-budget", "80%",
-         "--searcher", "evolution", "--budget-evals", "6", "--epochs", "8", "--qat-epochs", "1", "-o", d / "scheme.json")
+         "--searcher", "evolution", "--budget-evals", "6", "--epochs", "8", "--qat-epochs", "1", "--search-qat-steps", "20",
+         "-o", d / "scheme.json")
     return d
 
 

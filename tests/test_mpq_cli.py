@@ -84,6 +84,10 @@ def test_search_user_errors_exit_2(tmp_path, proxy_file):
         ([*FAST, "--dataset", "mnist", "-o", tmp_path / "c.json"], "--data-dir"),
         ([*FAST, "--dataset", "mnist", "--data-dir", tmp_path / "nope", "-o", tmp_path / "c.json"], "does not exist"),
         ([*FAST, "--latency-budget", "soon", "-o", tmp_path / "d.json"], "neither a number"),
+        ([*FAST, "--size-budget", "lots", "-o", tmp_path / "e.json"], "not a byte count"),
+        ([*FAST, "--ram-budget", "0", "-o", tmp_path / "e.json"], "positive number of bytes"),
+        ([*FAST, "--proxy", proxy_file, "--size-budget", "100", "-o", tmp_path / "e.json"],
+         "below what the smallest scheme needs"),
     ]
     for args, pat in cases:
         r = CliRunner().invoke(main, ["search", *map(str, args)])
@@ -152,3 +156,24 @@ def test_scheme_doc_refuses_inconsistent_documents(tmp_path, over, match):
     with pytest.raises(UserError, match=match) as e:
         read_scheme(p)
     assert "\n" not in str(e.value) and str(e.value).endswith(".")
+
+
+def test_search_seeds_ilp_and_memory_budgets(tmp_path, proxy_file):
+    """--seeds reports mean and spread over seeds on the test split; the ilp searcher
+    honours --size-budget and --ram-budget, which the generated C then meets."""
+    out = tmp_path / "s.json"
+    r = run(["--model", "lenet", "--epochs", "2", "--budget-evals", "2", "--qat-epochs", "1", "--search-qat-steps", "2",
+             "--seeds", "2", "--searcher", "ilp", "--proxy", proxy_file, "--latency-budget", "70%",
+             "--size-budget", "6KiB", "--ram-budget", "6000", "-o", out, "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    sd = doc["accuracy"]["seeds"]
+    assert sd["seeds"] == [0, 1] and len(sd["integer"]) == 2 and sd["integer_std"] >= 0
+    assert sd["integer"][0] == doc["accuracy"]["integer"]
+    assert sd["drop_mean"] == pytest.approx(sum(i - f for i, f in zip(sd["integer"], sd["float"])) / 2)
+    mem = doc["memory"]
+    assert mem["budgets"] == {"weight_bytes": 6144, "ram_bytes": 6000}
+    assert mem["generated"]["weight_bytes"] <= 6144 and mem["generated"]["ram_bytes"] <= 6000
+    assert mem["predicted"]["weight_bytes"] == mem["generated"]["weight_bytes"]
+    assert mem["predicted"]["ram_bytes"] == mem["generated"]["ram_bytes"]
+    assert doc["searcher"] == "ilp" and doc["train"]["lsq"] is True

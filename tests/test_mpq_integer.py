@@ -77,6 +77,9 @@ def numpy_forward(im: IntegerModel, x_vals: np.ndarray) -> tuple[np.ndarray, lis
         rq = op.rq
         if op.out_bits == 0:
             x = acc.astype(np.int64) + rq.bias.astype(np.int64)[None, :]
+        elif rq.unsigned:       # a ReLU output on unsigned codes: [0, 2^b - 1] (docs/formats.md)
+            x = reference.requant(acc, rq.bias, rq.mult, rq.shift, True, 8, channel_axis=1).astype(np.int64)
+            x = np.minimum(x, (1 << op.out_bits) - 1)
         else:
             x = reference.requant(acc, rq.bias, rq.mult, rq.shift, rq.relu, op.out_bits, channel_axis=1).astype(np.int64)
         outs.append(x)

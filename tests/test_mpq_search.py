@@ -240,3 +240,79 @@ def test_repair_reaches_a_budget_that_only_interacting_layers_meet():
     for start in [((8, 8),) * n, ((1, 1),) * n, ((2, 8), (8, 1), (4, 4))]:
         fixed = s.repair(start)
         assert fixed is not None and fn(fixed)[1] <= fastest * 1.02
+
+
+# ---- ilp, surrogate, nsga2 ---------------------------------------------------------------------
+
+class SyntheticWithSensitivity:
+    """synthetic_accuracy plus the per-layer sensitivities it implies (what ilp and
+    surrogate read from a PTQEvaluator): the loss of layer i at (qa, qw)."""
+
+    W = [3.0, 1.0, 2.0, 0.5]
+
+    def __init__(self):
+        self.calls = []
+
+    def sensitivity(self, bits):
+        return {(a, w): np.array([wi * (6 - np.log2(a) - np.log2(w)) for wi in self.W]) for a in bits for w in bits}
+
+    def __call__(self, scheme):
+        self.calls.append(scheme)
+        return synthetic_accuracy(scheme)
+
+
+@pytest.mark.parametrize("kind", ["ilp", "surrogate", "nsga2"])
+def test_new_searchers_respect_budget_and_cache(kind, lat):
+    budget = 0.5 * lat.uniform(8, 8)
+    acc = SyntheticWithSensitivity()
+    res = make_searcher(kind, 4, acc, lat, budget, n_evals=10, seed=2).search()
+    assert 1 <= res.evaluations <= 10 and len(acc.calls) == res.evaluations
+    assert len(set(acc.calls)) == len(acc.calls)                       # nothing scored twice
+    assert all(lat(s)[1] <= budget for s in acc.calls)
+    res2 = make_searcher(kind, 4, SyntheticWithSensitivity(), lat, budget, n_evals=10, seed=2).search()
+    assert [c.bits for c in res2.candidates] == [c.bits for c in res.candidates]
+
+
+def test_ilp_finds_the_enumerated_optimum(lat):
+    """With an additive latency (CBOPs) the integer program's answer is the exact optimum
+    of the summed sensitivity, found here by enumerating all 16^4 schemes."""
+    from mpq.search import ILPSearcher
+
+    budget = 0.4 * lat.uniform(8, 8)
+    acc = SyntheticWithSensitivity()
+    s = ILPSearcher(4, acc, lat, budget, n_evals=1, seed=0)
+    pairs, cost, tab, t0 = s._tables()
+    best = None
+    for combo in itertools.product(range(len(pairs)), repeat=4):
+        idx = np.array(combo)
+        if t0 + tab[np.arange(4), idx].sum() <= budget * (1 + 1e-12):
+            c = cost[np.arange(4), idx].sum()
+            if best is None or c < best[0] - 1e-12:
+                best = (c, combo)
+    got = s.solve(budget, pairs, cost, tab, t0)
+    assert lat(got)[1] <= budget
+    assert sum(cost[i, pairs.index(p)] for i, p in enumerate(got)) == pytest.approx(best[0])
+    with pytest.raises(UserError, match="sensitivities"):
+        ILPSearcher(4, synthetic_accuracy, lat, budget, n_evals=2).search()
+
+
+def test_ilp_and_surrogate_fronts_beat_random_at_a_quarter_of_the_evaluations(lat):
+    from mpq.search import hypervolume
+
+    budget = 0.7 * lat.uniform(8, 8)
+    fronts = {}
+    for kind, n in (("random", 40), ("ilp", 10), ("surrogate", 10)):
+        r = make_searcher(kind, 4, SyntheticWithSensitivity(), lat, budget, n_evals=n, seed=0).search()
+        fronts[kind] = [(c.latency, c.accuracy) for c in r.candidates]
+    ref = min(a for f in fronts.values() for _, a in f)
+    hv = {k: hypervolume(f, ref, budget) for k, f in fronts.items()}
+    assert hv["ilp"] >= hv["random"] and hv["surrogate"] >= 0.9 * hv["random"], hv
+
+
+def test_hypervolume():
+    from mpq.search import hypervolume
+
+    assert hypervolume([(5.0, 0.9)], 0.5, 10.0) == pytest.approx(0.5 * 0.4)
+    assert hypervolume([(5.0, 0.9), (2.0, 0.7), (8.0, 0.8), (12.0, 1.0)], 0.5, 10.0) == pytest.approx(
+        0.3 * 0.2 + 0.5 * 0.4)
+    assert hypervolume([], 0.5, 10.0) == 0.0

@@ -366,3 +366,25 @@ def test_deploy_report_malformed_fields_are_one_sentence(over, match):
     with pytest.raises(UserError, match=match) as e:
         DeployReport.from_dict({**deploy_doc(), **over}, "deploy file d.json")
     assert str(e.value).startswith("deploy file d.json is malformed: ") and "\n" not in str(e.value)
+
+
+def test_compare_puts_several_fronts_on_one_plot(tmp_path):
+    """--compare: the fronts of several searches (one per searcher) share one plot, with
+    the evaluations each needed."""
+    store = tmp_path / "empty.sqlite"
+    Store(store).close()
+    paths = []
+    for name, ev, shift in (("random", 40, 0.0), ("ilp", 10, 0.02)):
+        doc = scheme_doc()
+        doc["searcher"], doc["evaluations"] = name, ev
+        doc["pareto"] = [dict(p, accuracy=min(1.0, p["accuracy"] + shift)) for p in doc["pareto"]]
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(doc))
+    res = run("--store", store, "--scheme", paths[0], "--compare", paths[1], "-o", tmp_path / "r", "--json")
+    assert res.exit_code == 0, (res.output, res.exception)
+    out = json.loads(res.stdout)
+    assert [c["searcher"] for c in out["compare"]] == ["ilp"] and out["fronts_png"] == "fronts.png"
+    assert_png(tmp_path / "r" / "fronts.png")
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "Searchers compared" in html and "ilp" in html and ">40<" in html and ">10<" in html
+    one_line_error(run("--store", store, "--compare", tmp_path / "nope.json", "-o", tmp_path / "r2"))

@@ -14,7 +14,7 @@ from .emit import EmitContext, c_ident
 from .graph import INPUT, Graph, Node, chain
 from .layout import ChannelShuffle, Concat, Reshape, Unfold1d
 from .ops import MAC_OPS, AdaptiveAvgPool, Conv2d, Flatten, Linear, Op, Pool, Scratch
-from .types import IRError, Requant, TensorType, quantize_multiplier
+from .types import UNSIGNED_BITS, IRError, Requant, TensorType, quantize_multiplier  # noqa: F401
 
 __all__ = ["Add", "Rescale", "add_multipliers", "EmitContext", "c_ident", "INPUT", "Graph", "Node", "chain",
            "ChannelShuffle", "Concat", "Reshape", "Unfold1d", "MAC_OPS", "AdaptiveAvgPool", "Conv2d", "Flatten",

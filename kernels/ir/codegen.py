@@ -100,6 +100,20 @@ def plan_buffers(graph: Graph) -> tuple[dict[int, str], int]:
     return expr, arena.peak
 
 
+def layout(graph: Graph) -> tuple[dict[int, str], int, dict[str, int], int]:
+    """(buffer expressions, peak activation bytes, scratch offsets, total scratch bytes) of
+    a graph -- structural graphs too, so a search can price a scheme's RAM untrained."""
+    expr, act_bytes = plan_buffers(graph)
+    scratch = [n.op.scratch(graph.in_types(n), n.type) for n in graph.nodes]
+    packed = max((s.packed_words for s in scratch), default=0)
+    accw = max((s.acc_words for s in scratch), default=0)
+    kbytes = max((s.kernel_bytes for s in scratch), default=0)
+    off = {"packed": _align(act_bytes)}
+    off["acc"] = _align(off["packed"] + 4 * packed)
+    off["kscratch"] = _align(off["acc"] + 4 * accw)
+    return expr, act_bytes, off, _align(off["kscratch"] + kbytes)
+
+
 def generate(graph: Graph, meta: dict | None = None, code_output: bool = False) -> Generated:
     """Lay out buffers and render the model's C source from a complete IR graph.
 
@@ -115,15 +129,7 @@ def generate(graph: Graph, meta: dict | None = None, code_output: bool = False) 
     if graph.input.bits == 0:
         raise BuildError("the model input must be codes, not int32 values.")
     meta = dict(meta or {})
-    expr, act_bytes = plan_buffers(graph)
-    scratch = [n.op.scratch(graph.in_types(n), n.type) for n in graph.nodes]
-    packed = max((s.packed_words for s in scratch), default=0)
-    accw = max((s.acc_words for s in scratch), default=0)
-    kbytes = max((s.kernel_bytes for s in scratch), default=0)
-    off = {"packed": _align(act_bytes)}
-    off["acc"] = _align(off["packed"] + 4 * packed)
-    off["kscratch"] = _align(off["acc"] + 4 * accw)
-    total = _align(off["kscratch"] + kbytes)
+    expr, act_bytes, off, total = layout(graph)
     steps, timed, support = [], [], []
     declared: set[int] = set()          # an op running at several nodes declares its constants once
     for n in graph.nodes:

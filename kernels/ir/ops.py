@@ -20,7 +20,7 @@ import numpy as np
 from kernels import reference
 
 from . import pooling
-from .types import IRError, Requant, TensorType
+from .types import UNSIGNED_BITS, IRError, Requant, TensorType
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.spec import KernelSpec
@@ -106,6 +106,8 @@ def _one(ins: Sequence[TensorType], op: Op) -> TensorType:
 def _check_act(op: Op, t: TensorType, qa: int) -> None:
     if t.bits != qa:
         raise IRError(f"{op.name}: its input carries {t.bits}-bit codes but the op reads qa={qa}.")
+    if not t.signed and qa not in UNSIGNED_BITS:
+        raise IRError(f"{op.name}: unsigned input codes exist only at {UNSIGNED_BITS} bits, not qa={qa}.")
 
 
 def _sign_if_one_bit(op: Op, y: np.ndarray) -> np.ndarray:
@@ -133,8 +135,11 @@ class _MacOp(Op):
     out_bits: int = 8                     # next tensor's code width; 0: int32 logits
     weight: np.ndarray | None = None      # int8 VALUES
     rq: Requant | None = None
+    out_signed: bool = True               # False: unsigned output codes (rq.unsigned; docs/formats.md)
 
     def __post_init__(self):
+        if self.rq is not None and self.rq.unsigned == self.out_signed:
+            raise IRError(f"{self.name}: the requantisation's signedness disagrees with out_signed={self.out_signed}.")
         for b, what in ((self.qa, "qa"), (self.qw, "qw")):
             if b not in reference.BITS:
                 raise IRError(f"{self.name}: {what}={b} is not one of {reference.BITS}.")
@@ -179,6 +184,19 @@ class _MacOp(Op):
     def weight_bits(self) -> int:
         return 0 if self.weight is None else int(self.weight.size * self.qw)
 
+    def const_bytes(self, ins: Sequence[TensorType], out: TensorType) -> int:
+        """Bytes of the constant arrays the generated C declares for this op: packed
+        weight rows, the int32 bias, the multipliers and shifts, and an unsigned padded
+        conv's correction array.  Known from shapes and bits alone (structural graphs)."""
+        shape = self._weight_shape(ins)
+        rows, red = shape[0], int(np.prod(shape[1:]))
+        n = 4 * rows * reference.words_per_row(red, self.qw) + 4 * rows
+        if self.out_bits:
+            n += 5 * rows
+        if self._unsigned_in(ins) and getattr(self, "pad", 0):
+            n += 4 * out.numel
+        return int(n)
+
     def _weight_shape(self, ins: Sequence[TensorType]) -> tuple[int, ...]:
         raise NotImplementedError
 
@@ -200,11 +218,51 @@ class _MacOp(Op):
         rq = Requant.from_scale(bias, real, relu=self.out_bits > 1, out_bits=self.out_bits)
         return dataclasses.replace(self, weight=w.astype(np.int8), rq=rq)
 
+    # ---- unsigned inputs: lowered to the signed kernels exactly ---------------------------
+    # An unsigned code u (qa = b in UNSIGNED_BITS) is packed as the signed code
+    # u - 2^(b-1): the packed rows get their codes' top bit flipped (an XOR of
+    # the code bits, pad bits left zero).  The kernel then accumulates
+    # sum w * (u - c) over the taps inside the image, so
+    #   acc_u = acc + c * sum_{taps inside} w:
+    # c * sum_all w goes into the bias; a padded conv also adds, per output
+    # position, -c * (the weights on padding taps) (``{sym}_corr``).
+    def _unsigned_in(self, ins: Sequence[TensorType]) -> bool:
+        return not ins[0].signed and not (isinstance(self, Conv2d) and self.direct(ins))
+
+    def _offset_terms(self, ins: Sequence[TensorType]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(bias offset per channel, per-position correction or None) of an unsigned input."""
+        w, _ = self._require()
+        c = 1 << (self.qa - 1)
+        full = c * w.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
+        return full, None
+
+    def _c_flip(self, rows: int, L: int, packed: str = "packed") -> str:
+        """C flipping the top bit of the first L codes of ``rows`` packed rows."""
+        b = self.qa
+        per = 32 // b
+        nw = reference.words_per_row(L, b)
+        top = 0
+        for i in range(per):
+            top |= 1 << (i * b + b - 1)
+        rem = L - (nw - 1) * per
+        last = 0
+        for i in range(rem):
+            last |= 1 << (i * b + b - 1)
+        return (f"for (uint32_t r = 0; r < {rows}u; r++) {{\n"
+                f"    for (uint32_t j = 0; j + 1 < {nw}u; j++) {packed}[r * {nw}u + j] ^= 0x{top:08x}u;\n"
+                f"    {packed}[r * {nw}u + {nw - 1}u] ^= 0x{last:08x}u;\n}}")
+
     # shared C: constants of the requantisation and the step after the accumulator
     def _rq_decls(self, ctx: "EmitContext") -> str:
         _, rq = self._require()
         s = ctx.sym
-        out = [ctx.array("int32_t", f"{s}_b", rq.bias)]
+        bias = rq.bias.astype(np.int64)
+        if self._unsigned_in(ctx.ins):
+            full, corr = self._offset_terms(ctx.ins)
+            bias = bias + full
+            if bias.min() < -(2**31) or bias.max() >= 2**31:
+                raise IRError(f"{self.name}: the bias with the unsigned-input offset does not fit int32.")
+        out = [ctx.array("int32_t", f"{s}_b", bias)]
         if self.out_bits:
             out += [ctx.array("int32_t", f"{s}_m", rq.mult), ctx.array("uint8_t", f"{s}_s", rq.shift)]
         return "\n".join(out)
@@ -212,9 +270,9 @@ class _MacOp(Op):
     def _rq_body(self, ctx: "EmitContext", count: int, channels: int, inner: int) -> str:
         _, rq = self._require()
         s = ctx.sym
-        if self.out_bits and rq.clip_hi is not None:
+        if self.out_bits and (rq.clip_hi is not None or rq.unsigned):
             return (f"api->requant_clip(acc, {ctx.dst}, {count}u, {channels}u, {inner}u, {s}_b, {s}_m, {s}_s, "
-                    f"{int(rq.relu)}, {self.out_bits}, {rq.c_hi});")
+                    f"{int(rq.relu)}, {rq.c_out_bits}, {rq.c_hi});")
         if self.out_bits:
             return (f"api->requant(acc, {ctx.dst}, {count}u, {channels}u, {inner}u, {s}_b, {s}_m, {s}_s, "
                     f"{int(rq.relu)}, {self.out_bits});")
@@ -285,7 +343,7 @@ class Conv2d(_MacOp):
             raise IRError(f"{self.name}: weights {self.weight.shape} do not fit a {C}-channel input.")
         if self.rq is not None and self.rq.channels != self.out_channels:
             raise IRError(f"{self.name}: {self.rq.channels} requant channels for {self.out_channels} outputs.")
-        return TensorType((self.out_channels, OH, OW), self.out_bits)
+        return TensorType((self.out_channels, OH, OW), self.out_bits, self.out_signed)
 
     def accumulate(self, xs):
         w, _ = self._require()
@@ -322,14 +380,31 @@ class Conv2d(_MacOp):
         return Scratch(packed_words=C * reference.words_per_row(H * W, self.qa), acc_words=out.numel,
                        kernel_bytes=kbytes)
 
+    def _offset_terms(self, ins):
+        full, _ = super()._offset_terms(ins)
+        if not self.pad:
+            return full, None
+        w, _ = self._require()
+        c = 1 << (self.qa - 1)
+        C, H, W = ins[0].shape
+        ones = np.ones((1, C, H, W), dtype=np.int64)
+        inside = reference.conv2d(ones, w, self.stride, self.pad, self.groups)[0].astype(np.int64)
+        corr = c * inside - full.reshape(-1, 1, 1)
+        return full, corr.reshape(-1)
+
     def c_decls(self, ctx):
         w, _ = self._require()
         C, H, W = ctx.ins[0].shape
         s = ctx.sym
         packed = reference.pack(w.reshape(self.out_channels, -1), self.qw).reshape(-1)
+        extra = []
+        if self._unsigned_in(ctx.ins):
+            _, corr = self._offset_terms(ctx.ins)
+            if corr is not None:
+                extra.append(ctx.array("int32_t", f"{s}_corr", corr))
         return "\n".join([
             ctx.array("uint32_t", f"{s}_w", packed),
-            self._rq_decls(ctx),
+            self._rq_decls(ctx), *extra,
             f"static const mico_conv_shape {s}_shape = {{ 1u, {C}u, {H}u, {W}u, {self.out_channels}u, "
             f"{self.ks}u, {self.stride}u, {self.pad}u, {self.groups}u }};",
         ])
@@ -344,12 +419,19 @@ class Conv2d(_MacOp):
                 f"api->gconv2d({ctx.src[0]}, {s}_w, acc, &{s}_shape, {self.qw}, kscratch);",
                 self._rq_body(ctx, self.out_channels * OH * OW, self.out_channels, OH * OW),
             ])
-        return "\n".join([
+        lines = [
             f"for (uint32_t c = 0; c < {C}u; c++)",
             f"    api->pack({ctx.src[0]} + c * {H * W}u, {H * W}u, {self.qa}, packed + c * {pw}u);",
-            f"api->conv2d(packed, {s}_w, acc, &{s}_shape, {self.qa}, {self.qw}, kscratch);",
-            self._rq_body(ctx, self.out_channels * OH * OW, self.out_channels, OH * OW),
-        ])
+        ]
+        unsigned = self._unsigned_in(ctx.ins)
+        if unsigned:
+            lines.append(self._c_flip(C, H * W))
+        lines.append(f"api->conv2d(packed, {s}_w, acc, &{s}_shape, {self.qa}, {self.qw}, kscratch);")
+        if unsigned and self.pad:
+            n = self.out_channels * OH * OW
+            lines.append(f"for (uint32_t i = 0; i < {n}u; i++) acc[i] += {s}_corr[i];")
+        lines.append(self._rq_body(ctx, self.out_channels * OH * OW, self.out_channels, OH * OW))
+        return "\n".join(lines)
 
 
 @dataclass(eq=False)
@@ -371,7 +453,7 @@ class Linear(_MacOp):
             raise IRError(f"{self.name}: weights {self.weight.shape} do not fit {t.shape[0]} inputs.")
         if self.rq is not None and self.rq.channels != self.out_features:
             raise IRError(f"{self.name}: {self.rq.channels} requant channels for {self.out_features} outputs.")
-        return TensorType((self.out_features,), self.out_bits)
+        return TensorType((self.out_features,), self.out_bits, self.out_signed)
 
     def accumulate(self, xs):
         w, _ = self._require()
@@ -408,6 +490,7 @@ class Linear(_MacOp):
         k = ctx.ins[0].shape[0]
         return "\n".join([
             f"api->pack({ctx.src[0]}, {k}u, {self.qa}, packed);",
+            *([self._c_flip(1, k)] if self._unsigned_in(ctx.ins) else []),
             f"api->matmul(packed, {ctx.sym}_w, acc, 1u, {self.out_features}u, {k}u, {self.qa}, {self.qw}, kscratch);",
             self._rq_body(ctx, self.out_features, self.out_features, 1),
         ])

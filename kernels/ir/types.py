@@ -26,6 +26,9 @@ from kernels import reference
 log = logging.getLogger(__name__)
 
 MULT_MIN, MULT_LIMIT = 1 << 30, 1 << 31
+#: widths at which a non-negative activation tensor uses unsigned codes [0, 2^b - 1]
+#: (1 bit stays -1/+1; 8 bits stays signed: the generated C keeps one code per int8)
+UNSIGNED_BITS = (2, 4)
 SHIFT_MIN, SHIFT_MAX = 1, 62
 
 
@@ -65,7 +68,7 @@ class TensorType:
     def value_range(self) -> tuple[int, int]:
         if self.bits == 0:
             return -(2**31), 2**31 - 1
-        return reference.value_range(self.bits)
+        return reference.value_range(self.bits, self.signed)
 
     def with_bits(self, bits: int) -> "TensorType":
         return TensorType(self.shape, bits, self.signed)
@@ -118,7 +121,13 @@ class Requant:
     ``relu`` clamps at 0 first; ``out_bits == 1`` takes the sign of
     ``acc + bias`` (a ReLU feeding a 1-bit quantiser is dropped).
     ``clip_hi`` (optional) lowers the upper end of the clamp to that code:
-    ReLU6 is ``relu`` with ``clip_hi`` = the code of 6.0 (ignored at 1 bit)."""
+    ReLU6 is ``relu`` with ``clip_hi`` = the code of 6.0 (ignored at 1 bit).
+
+    ``unsigned`` (out_bits 2 or 4, with ``relu``): the output is an unsigned
+    code, clamped to ``[0, 2^b - 1]`` instead of the two's complement range --
+    a ReLU output then uses every code.  The C computes it as
+    ``mico_requant_clip`` at out_bits 8 with ``hi = min(2^b - 1, clip_hi)``
+    (the value fits an int8; codes up to 15), so no kernel changes."""
 
     bias: np.ndarray
     mult: np.ndarray
@@ -127,6 +136,7 @@ class Requant:
     out_bits: int = 8
     real_scale: np.ndarray | None = field(default=None, repr=False)   # mult / 2^shift before rounding
     clip_hi: int | None = None
+    unsigned: bool = False
 
     def __post_init__(self):
         n = int(np.asarray(self.bias).shape[0]) if np.ndim(self.bias) == 1 else -1
@@ -138,23 +148,37 @@ class Requant:
         if self.out_bits and (np.any(self.mult <= 0) or np.any(self.shift < 1) or np.any(self.shift > 62)):
             raise IRError("requant multipliers must be positive and shifts within 1..62.")
         self.relu = bool(self.relu)
+        self.unsigned = bool(self.unsigned)
+        if self.unsigned and (self.out_bits not in UNSIGNED_BITS or not self.relu):
+            raise IRError(f"an unsigned requantisation needs a ReLU and out_bits in {UNSIGNED_BITS}, "
+                          f"got out_bits={self.out_bits}, relu={self.relu}.")
         if self.clip_hi is not None:
             self.clip_hi = int(self.clip_hi)
             if not -(2**31) <= self.clip_hi < 2**31:
                 raise IRError(f"requant upper clamp {self.clip_hi} does not fit int32.")
 
     @classmethod
-    def from_scale(cls, bias, real_scale, relu: bool, out_bits: int, clip_hi: int | None = None) -> "Requant":
+    def from_scale(cls, bias, real_scale, relu: bool, out_bits: int, clip_hi: int | None = None,
+                   unsigned: bool = False) -> "Requant":
         """The fixed-point requantiser of a real per-channel multiplier
         ``s_in * s_w[c] / s_out`` (for logits: the dequantisation scale)."""
         real = np.broadcast_to(np.asarray(real_scale, dtype=np.float64), np.shape(bias))
         mult, shift = quantize_multipliers(real)
-        return cls(bias, mult, shift, relu, out_bits, real_scale=np.array(real), clip_hi=clip_hi)
+        return cls(bias, mult, shift, relu, out_bits, real_scale=np.array(real), clip_hi=clip_hi, unsigned=unsigned)
 
     @property
     def c_hi(self) -> int:
         """The upper clamp the C kernels take (``mico_requant_clip``'s ``hi``)."""
-        return 127 if self.clip_hi is None else self.clip_hi
+        hi = 127 if self.clip_hi is None else self.clip_hi
+        if self.unsigned:
+            hi = min(hi, (1 << self.out_bits) - 1)
+        return hi
+
+    @property
+    def c_out_bits(self) -> int:
+        """The out_bits the C requantisation runs at (8 for unsigned codes, whose
+        range [0, 2^b - 1] is then the ReLU plus ``c_hi``)."""
+        return 8 if self.unsigned else self.out_bits
 
     @property
     def channels(self) -> int:
@@ -167,8 +191,8 @@ class Requant:
             shape = [1] * acc.ndim
             shape[channel_axis % acc.ndim] = -1
             return acc + self.bias.astype(np.int64).reshape(shape)
-        y = reference.requant(acc, self.bias, self.mult, self.shift, self.relu, self.out_bits, channel_axis)
+        y = reference.requant(acc, self.bias, self.mult, self.shift, self.relu, self.c_out_bits, channel_axis)
         y = y.astype(np.int64)
-        if self.clip_hi is not None and self.out_bits > 1:
-            y = np.minimum(y, self.clip_hi)
+        if (self.clip_hi is not None or self.unsigned) and self.out_bits > 1:
+            y = np.minimum(y, self.c_hi)
         return y

@@ -104,6 +104,14 @@ class TiedActQuant(ActFakeQuant):
     def scale(self) -> torch.Tensor:
         return self.primary.scale() if self.tied() else super().scale()
 
+    @property
+    def unsigned(self) -> bool:
+        return self.primary.unsigned if self.tied() else ActFakeQuant.unsigned.fget(self)
+
+    @unsigned.setter
+    def unsigned(self, value: bool) -> None:
+        self._unsigned = bool(value)
+
 
 @dataclass
 class _Walk:
@@ -118,6 +126,8 @@ class _Walk:
     params: list | None = None          # integer_params() per layer (None: structural graph)
     index: dict = field(default_factory=dict)
     suspended: list = field(default_factory=list)       # observers switched off for this forward pass
+    unsigned: frozenset = frozenset()   # codes (canonical QRefs) that are unsigned in this lowering
+    writers: dict | None = None         # when set: code -> [whether each writer ends in a ReLU]
 
     def __post_init__(self):
         self.index = {name: k for k, (name, _) in enumerate(self.layers)}
@@ -155,7 +165,7 @@ class _Walk:
         if q is None or not self.module(q).enabled:
             return x
         m = self.module(q)
-        return fake_quant(x, m.scale().to(x.dtype), m.bits)
+        return fake_quant(x, m.scale().to(x.dtype), m.bits, m.unsigned)
 
     def enabled_1bit(self, q: QRef | None) -> bool:
         if q is None:
@@ -185,12 +195,18 @@ class _Walk:
     def add(self, op: ir.Op, *inputs: int) -> int:
         return self.graph.add(op, *inputs)
 
+    def note_writer(self, q: QRef | None, relu: bool) -> None:
+        """Record an op writing onto the code of ``q`` (signedness analysis)."""
+        if self.writers is not None and q is not None:
+            self.writers.setdefault(q, []).append(bool(relu))
+
     def ensure_code(self, v: "_Val", want: QRef) -> "_Val":
         """``v`` read at the code of ``want``: the same node, or a Rescale onto it."""
         if v.code == want:
             return v
         name = f"{self.graph.nodes[v.node].name if v.node >= 0 else 'input'}.to_{self._label(want)}"
         bits = self.bits(want)
+        self.note_writer(want, False)
         if self.params is None:
             op = ir.Rescale(name=name, out_bits=bits)
         else:
@@ -264,7 +280,7 @@ def _act_fn(act: str | None):
 def _code_of_six(w: _Walk, q: QRef) -> int:
     """The code of 6.0 at ``q``: exactly the fake quantiser's float32 arithmetic."""
     s = torch.tensor(w.scale(q), dtype=torch.float32)
-    return int(quantize_codes(torch.tensor(6.0), s, w.bits(q)))
+    return int(quantize_codes(torch.tensor(6.0), s, w.bits(q), q in w.unsigned))
 
 
 @dataclass(frozen=True)
@@ -307,6 +323,8 @@ class Layer(Step):
         out_q = w.canonical(first_quant(w, rest, cont))
         out_bits = 0 if out_q is None else w.bits(out_q)
         act = self.activation(w, out_q)
+        w.note_writer(out_q, act is not None)
+        uns = out_q in w.unsigned
         rq = weight = None
         if w.params is not None:
             p = w.params[i]
@@ -315,9 +333,10 @@ class Layer(Step):
             else:
                 real = p["s_in"] * p["s_w"] / w.scale(out_q)
             clip = _code_of_six(w, out_q) if act == "relu6" else None
-            rq = ir.Requant.from_scale(p["bias"], real, relu=act is not None, out_bits=out_bits, clip_hi=clip)
+            rq = ir.Requant.from_scale(p["bias"], real, relu=act is not None, out_bits=out_bits, clip_hi=clip,
+                                       unsigned=uns)
             weight = p["weight"]
-        ops = m.ir_op(self.name, qa, qw, out_bits, weight, rq)
+        ops = m.ir_op(self.name, qa, qw, out_bits, weight, rq, out_signed=not uns)
         node = v.node
         for op in ops if isinstance(ops, (list, tuple)) else [ops]:
             node = w.add(op, node)
@@ -345,13 +364,13 @@ def _rounded_pool(w: _Walk, op: ir.Op, x: torch.Tensor, pooled: torch.Tensor, co
     if code is None:
         return pooled
     m = w.module(code)
-    if w.model.training and bool(m.observer_enabled[0]):
+    if w.model.training and bool(m.observer_enabled[0]) and m.lsq_scale is None:
         m.observe(x)
         w.suspend_observer(m)
     if not m.enabled:
         return pooled
     s = m.scale().to(x.dtype)
-    codes = torch.round(fake_quant(x, s, m.bits).detach() / s)
+    codes = torch.round(fake_quant(x, s.detach(), m.bits, m.unsigned).detach() / s.detach())
     y = torch.from_numpy(op.run([codes.to(torch.int64).numpy()]).astype(np.float32)).to(x.dtype) * s
     return pooled + (y.reshape(pooled.shape) - pooled).detach()
 
@@ -466,6 +485,7 @@ class Residual(Step):
         if self.q_short is not None:
             v2 = w.ensure_code(v2, self.q_short)
         act, bits = self._act(w, out_q), w.bits(out_q)
+        w.note_writer(out_q, False)
         if w.params is None:
             op = ir.Add(name=self.name, out_bits=bits)
         else:
@@ -615,9 +635,35 @@ class QuantModel(nn.Module):
         scheme = normalize_scheme(scheme, len(layers))
         for (_, m), (qa, qw) in zip(layers, scheme):
             m.set_bits(qa, qw)
+        self.sync_signedness()
+
+    # ---- signedness of activation codes -------------------------------------------------------
+    def unsigned_codes(self, scheme: Sequence[Sequence[int]] | None = None) -> frozenset:
+        """The codes (canonical QRefs of layer input quantisers) that are unsigned under a
+        scheme: every op writing the tensor is a quant layer followed by its ReLU/ReLU6
+        (pools, flattens and shuffles pass the code on) and the width is 2 or 4 bits.
+        The model input, residual adds and rescaled codes stay signed."""
+        layers = self.quant_layers()
+        scheme = self.scheme if scheme is None else normalize_scheme(scheme, len(layers))
+        w = _Walk(self, layers, scheme=scheme, writers={})
+        self._lower_walk(w)
+        return frozenset(q for q, oks in w.writers.items()
+                         if all(oks) and q.layer is not None and w.bits(q) in ir.UNSIGNED_BITS)
+
+    def sync_signedness(self) -> None:
+        """Set every activation quantiser's ``unsigned`` from the current scheme (cached)."""
+        layers = self.quant_layers()
+        key = tuple(m.act_quant.bits for _, m in layers)
+        if getattr(self, "_signed_key", None) == key:
+            return
+        codes = self.unsigned_codes()
+        for i, (_, m) in enumerate(layers):
+            m.act_quant.unsigned = QRef(layer=i) in codes
+        object.__setattr__(self, "_signed_key", key)
 
     # ---- forward ---------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sync_signedness()
         w = _Walk(self, self.quant_layers())
         if tuple(x.shape[1:]) != tuple(self.input_shape):
             x = x.reshape(x.shape[0], *self.input_shape)     # the same samples in the model's layout (1-D models)
@@ -634,10 +680,14 @@ class QuantModel(nn.Module):
         ``params``, or complete with every layer's ``integer_params()``."""
         layers = self.quant_layers()
         scheme = self.scheme if scheme is None else normalize_scheme(scheme, len(layers))
-        w = _Walk(self, layers, scheme=scheme, params=params)
+        w = _Walk(self, layers, scheme=scheme, params=params, unsigned=self.unsigned_codes(scheme))
+        return self._lower_walk(w)
+
+    def _lower_walk(self, w: _Walk) -> ir.Graph:
         code = w.canonical(first_quant(w, self.plan, None))
         if code != QRef(layer=0):
             raise UserError(f"model {self.arch}: the plan must start with a quant layer (it quantises the input).")
+        w.note_writer(code, False)
         w.graph = ir.Graph(ir.TensorType(tuple(self.input_shape), w.bits(code)))
         lower_steps(w, self.plan, _Val(ir.INPUT, code), None)
         return w.graph

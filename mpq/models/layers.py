@@ -34,7 +34,8 @@ class QConv1d(_QuantLayerMixin, nn.Conv1d):
     def _op(self, x, w, b):
         return F.conv1d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
-    def ir_op(self, name: str, qa: int, qw: int, out_bits: int, weight=None, rq=None) -> list[ir.Op]:
+    def ir_op(self, name: str, qa: int, qw: int, out_bits: int, weight=None, rq=None,
+              out_signed: bool = True) -> list[ir.Op]:
         """Unfold1d -> 1x1 Conv2d (the MAC op, named ``name``) -> (K, L') view.
 
         At qa = 1 the unfolded padding holds the VALUE 0, which bit-packed 1-bit
@@ -44,5 +45,5 @@ class QConv1d(_QuantLayerMixin, nn.Conv1d):
         kernel = "direct" if qa == 1 and self.padding[0] > 0 else "auto"
         return [ir.Unfold1d(name=f"{name}.unfold", ks=self.kernel_size[0], stride=self.stride[0], pad=self.padding[0]),
                 ir.Conv2d(name=name, qa=qa, qw=qw, out_bits=out_bits, weight=w4, rq=rq, out_channels=k, ks=1,
-                          stride=1, pad=0, groups=self.groups, kernel=kernel),
+                          stride=1, pad=0, groups=self.groups, kernel=kernel, out_signed=out_signed),
                 ir.Reshape(name=f"{name}.view", shape=(k, -1))]

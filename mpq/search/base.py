@@ -56,6 +56,23 @@ def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
     return out
 
 
+def hypervolume(points: Sequence[tuple[float, float]], ref_accuracy: float, budget: float) -> float:
+    """Area dominated by (latency, accuracy) points in the box latency in [0, budget],
+    accuracy above ``ref_accuracy``, with latency normalised by the budget (so the
+    number is comparable across targets and units)."""
+    pts = sorted((lat / budget, acc) for lat, acc in points if lat <= budget and acc > ref_accuracy)
+    front, best = [], ref_accuracy
+    for lat, acc in pts:
+        if acc > best:
+            front.append((lat, acc))
+            best = acc
+    area = 0.0
+    for k, (lat, acc) in enumerate(front):
+        nxt = front[k + 1][0] if k + 1 < len(front) else 1.0
+        area += (nxt - lat) * (acc - ref_accuracy)
+    return area
+
+
 def best_candidate(cands: Sequence[Candidate]) -> Candidate | None:
     """Highest accuracy; ties -> lower latency (then earlier)."""
     return min(cands, key=_rank_key) if cands else None
@@ -128,7 +145,8 @@ class Searcher(ABC):
     name = "base"
 
     def __init__(self, n_layers: int, accuracy_fn: AccuracyFn, latency_fn: SchemeLatencyFn, budget: float,
-                 n_evals: int = 40, seed: int = 0, bits: Sequence[int] = BITS, progress: bool = False):
+                 n_evals: int = 40, seed: int = 0, bits: Sequence[int] = BITS, progress: bool = False,
+                 memory_fn: Callable[[Scheme], dict] | None = None, memory_budget: dict | None = None):
         if n_evals < 1:
             raise UserError(f"--budget-evals must be at least 1, got {n_evals}.")
         self.n_layers = int(n_layers)
@@ -143,13 +161,23 @@ class Searcher(ABC):
         self.order: list[Candidate] = []
         self.rejected = 0
         self._bar = None
+        # budgets beyond latency: {"weight_bytes": n, "ram_bytes": n} checked by memory_fn(scheme)
+        self.memory_fn = memory_fn
+        self.memory_budget = {k: float(v) for k, v in (memory_budget or {}).items() if v is not None}
 
     # -- helpers --
     def latency(self, scheme: Scheme) -> float:
         return float(self.latency_fn(scheme)[1])
 
+    def over_memory(self, scheme: Scheme) -> float:
+        """How far a scheme is over the memory budgets (sum of relative excesses; 0: within)."""
+        if not self.memory_budget or self.memory_fn is None:
+            return 0.0
+        mem = self.memory_fn(scheme)
+        return float(sum(max(0.0, mem[k] / v - 1.0) for k, v in self.memory_budget.items()))
+
     def feasible(self, scheme: Scheme) -> bool:
-        ok = self.latency(scheme) <= self.budget
+        ok = self.latency(scheme) <= self.budget and self.over_memory(scheme) == 0.0
         if not ok:
             self.rejected += 1
         return ok
@@ -199,10 +227,33 @@ class Searcher(ABC):
                 s[li] = p
             total = self.latency_fn(tuple(s))[1]
             if total <= self.budget:
-                return tuple(s)
+                return self._repair_memory(tuple(s))
             target *= self.budget / total
         fast, t = fastest_scheme(self.latency_fn, self.n_layers, self.bits)
-        return fast if t <= self.budget else None
+        return self._repair_memory(fast) if t <= self.budget else None
+
+    def _repair_memory(self, scheme: Scheme) -> Scheme | None:
+        """Lower bits until the memory budgets hold too: each step takes the single-layer
+        move to a narrower pair that cuts the excess most (ties: the faster scheme)."""
+        s = list(scheme)
+        for _ in range(2 * len(self.bits) * self.n_layers + 1):
+            over = self.over_memory(tuple(s))
+            if over == 0.0:
+                return tuple(s) if self.latency(tuple(s)) <= self.budget else None
+            moves = []
+            for i, (a, w) in enumerate(s):
+                for a2 in self.bits:
+                    for w2 in self.bits:
+                        if (a2, w2) != (a, w) and a2 <= a and w2 <= w:
+                            t = tuple(s[:i] + [(a2, w2)] + s[i + 1:])
+                            moves.append((self.over_memory(t), self.latency(t), t))
+            if not moves:
+                return None
+            best = min(moves, key=lambda m: (m[0], m[1]))
+            if best[0] >= over:
+                return None
+            s = list(best[2])
+        return None
 
     def random_feasible(self, tries: int = 200) -> Scheme | None:
         """A feasible, not yet evaluated scheme: resample, then repair."""
@@ -221,7 +272,7 @@ class Searcher(ABC):
         if hit is not None:
             return hit
         per, total = self.latency_fn(scheme)
-        if total > self.budget:   # never let an infeasible scheme in
+        if total > self.budget or self.over_memory(scheme) > 0:   # never let an infeasible scheme in
             raise AssertionError(f"infeasible scheme {scheme} reached evaluation")
         acc = float(self.accuracy_fn(scheme))
         c = Candidate(scheme, acc, float(total), [float(v) for v in per], len(self.order))

@@ -18,28 +18,50 @@ def int_values(rng: np.random.Generator, b: int, shape) -> np.ndarray:
     return rng.integers(lo, hi + 1, size=shape).astype(np.int8)
 
 
-def random_requant(rng: np.random.Generator, n: int, out_bits: int, red: int, relu: bool = True) -> ir.Requant:
-    """bias, mult, shift for n channels that keep requantised values spread over the range."""
+def random_requant(rng: np.random.Generator, n: int, out_bits: int, red: int, relu: bool = True,
+                   unsigned: bool = False) -> ir.Requant:
+    """bias, mult, shift for n channels that keep requantised values spread over the range
+    (``unsigned``: unsigned output codes where the width has them, ir.UNSIGNED_BITS)."""
     bias = rng.integers(-4 * red, 4 * red + 1, n).astype(np.int32)
     mult = rng.integers(1 << 30, (1 << 31) - 1, n).astype(np.int32)
     if out_bits == 0:
         return ir.Requant(bias, mult, np.full(n, 31, np.uint8), False, 0)
     target = max(1, 1 << max(out_bits - 1, 0))
     shift = 31 + max(0, int(np.log2(max(red * 16 / target, 1))))
-    return ir.Requant(bias, mult, np.full(n, min(shift, 62), np.uint8), relu and out_bits != 1, out_bits)
+    uns = unsigned and relu and out_bits in ir.UNSIGNED_BITS
+    return ir.Requant(bias, mult, np.full(n, min(shift, 62), np.uint8), relu and out_bits != 1, out_bits,
+                      unsigned=uns)
 
 
-def conv(rng, name, c_in, k, qa, qw, out_bits, ks=3, stride=1, pad=1, groups=1, relu=True) -> ir.Conv2d:
+def conv(rng, name, c_in, k, qa, qw, out_bits, ks=3, stride=1, pad=1, groups=1, relu=True,
+         unsigned=False) -> ir.Conv2d:
     red = c_in // groups * ks * ks
+    rq = random_requant(rng, k, out_bits, red * 64, relu, unsigned)
     return ir.Conv2d(name=name, qa=qa, qw=qw, out_bits=out_bits,
                      weight=int_values(rng, qw, (k, c_in // groups, ks, ks)),
-                     rq=random_requant(rng, k, out_bits, red * 64, relu), out_channels=k, ks=ks, stride=stride,
-                     pad=pad, groups=groups)
+                     rq=rq, out_channels=k, ks=ks, stride=stride, pad=pad, groups=groups,
+                     out_signed=not rq.unsigned)
 
 
-def linear(rng, name, k_in, m, qa, qw, out_bits, relu=True) -> ir.Linear:
+def linear(rng, name, k_in, m, qa, qw, out_bits, relu=True, unsigned=False) -> ir.Linear:
+    rq = random_requant(rng, m, out_bits, k_in * 64, relu, unsigned)
     return ir.Linear(name=name, qa=qa, qw=qw, out_bits=out_bits, weight=int_values(rng, qw, (m, k_in)),
-                     rq=random_requant(rng, m, out_bits, k_in * 64, relu), out_features=m)
+                     rq=rq, out_features=m, out_signed=not rq.unsigned)
+
+
+def unsigned_graph(rng: np.random.Generator, pairs, pool: str = "max", groups: int = 1, pad: int = 1,
+                   hw: int = 9, c_in: int = 3) -> ir.Graph:
+    """conv -> pool -> conv -> flatten -> linear -> linear (logits), every ReLU output at
+    2 or 4 bits on unsigned codes: the consumers' unsigned-input lowering at every pair."""
+    (a1, w1), (a2, w2), (a3, w3), (a4, w4) = pairs
+    g = ir.Graph(ir.TensorType((c_in, hw, hw), a1))
+    g.add(conv(rng, "c1", c_in, 8, a1, w1, a2, pad=pad, unsigned=True))
+    g.add(ir.Pool(name="p1", mode=pool, ks=2, stride=2))
+    g.add(conv(rng, "c2", 8, 8, a2, w2, a3, pad=pad, groups=groups, unsigned=True))
+    g.add(ir.Flatten(name="flat"))
+    g.add(linear(rng, "f1", g.output.numel, 24, a3, w3, a4, unsigned=True))
+    g.add(linear(rng, "f2", 24, 10, a4, w4, 0))
+    return g
 
 
 def random_graph(rng: np.random.Generator, pairs, pool: str = "max", groups: int = 1, stride: int = 1,
