@@ -191,8 +191,10 @@ class Searcher(ABC):
         return tuple((b[self.rng.integers(len(b))], b[self.rng.integers(len(b))]) for _ in range(self.n_layers))
 
     def repair(self, scheme: Scheme) -> Scheme | None:
-        """Make a scheme fit the budget by steepest descent: each step moves the one
-        layer to the one (qa, qw) pair that lowers the model's latency most.
+        """Make a scheme fit the budget with the smallest steps: the layer that costs
+        most moves to its next faster (qa, qw) pair -- the move that saves least while
+        still saving -- until the budget holds, so a repaired scheme keeps as many
+        bits as it can.
 
         Steps are priced by the per-layer table of `chain_costs` (a layer's cost
         depends on its pair and on the width it writes, the next layer's qa --
@@ -200,31 +202,39 @@ class Searcher(ABC):
         not monotone in the bit-widths on every target (a host's 1x1 kernel with
         padding can be slower than 8x8), so "faster" is what the latency model
         says, not "fewer bits".  The result is priced as a whole; if the table
-        was optimistic (graphs that are not chains) the descent goes on towards
-        a tighter target.  None if even the fastest scheme misses the budget."""
+        was optimistic (graphs that are not chains) the steps go on towards a
+        tighter target.  None if even the fastest scheme misses the budget."""
         from .latency import chain_costs, chain_estimate, fastest_scheme
 
         cost = chain_costs(self.latency_fn, self.n_layers, self.bits)
         pairs = [(a, w) for a in self.bits for w in self.bits]
+        n = self.n_layers
+        last_na = min(k[1] for k in cost[-1]) if n else 0
         s = [tuple(p) for p in scheme]
         target = self.budget
         for _ in range(4):
             est = chain_estimate(cost, s)
             while est > target:
-                best = None
-                for li in range(self.n_layers):
+                per = [cost[i][(s[i], s[i + 1][0] if i + 1 < n else last_na)] for i in range(n)]
+                moved = False
+                for li in sorted(range(n), key=lambda i: -per[i]):
                     keep = s[li]
+                    steps = []
                     for p in pairs:
                         if p != keep:
                             s[li] = p
                             e = chain_estimate(cost, s)
-                            if e < est and (best is None or e < best[0]):
-                                best = (e, li, p)
+                            if e < est:
+                                steps.append((est - e, p, e))
                     s[li] = keep
-                if best is None:
+                    if steps:
+                        # ties (equal BOPs: 2x4, 4x2, 1x8, 8x1): the pair with more activation bits
+                        _, p, est = min(steps, key=lambda t: (t[0], (-t[1][0], -t[1][1])))
+                        s[li] = p
+                        moved = True
+                        break
+                if not moved:
                     break
-                est, li, p = best
-                s[li] = p
             total = self.latency_fn(tuple(s))[1]
             if total <= self.budget:
                 return self._repair_memory(tuple(s))
