@@ -1,0 +1,357 @@
+"""Sweeps on a Dask `distributed` cluster: one machine's cores, or a lab of hosts and boards.
+
+``--cluster local[:N]`` starts a `LocalCluster` of N worker processes (one
+thread each) on this machine; ``--cluster tcp://host:port`` joins a running
+scheduler whose workers were started with `mico worker` (or ``dask worker
+--preload harness.cluster``).  Without the option a sweep uses the local
+process pool, which needs no scheduler.
+
+Workers own their targets: `TargetPlugin` is installed on every worker and
+keeps, per worker thread, one booted session that serves all the specs that
+thread gets.  The worker checks that the target is available there and builds
+it itself through the content-addressed build cache (artefact paths are local
+to a host), and refuses a build whose fingerprint differs from the one the
+sweep is storing under (another toolchain, other sources).  The client needs
+no toolchain: even the HELLO probe runs on a worker.
+
+A board is tied to the worker of the host it is plugged into through a Dask
+worker resource named after the target (``board:arty-a7=1``): its specs only
+run on workers that offer it, never two at once.  Before anything is
+submitted the scheduler's workers are asked for the resources, and a sweep
+that no worker could run stops with one sentence instead of waiting forever.
+
+One writer: results stream back (`distributed.as_completed`) and the client
+commits each row as it arrives.  A worker that dies mid-spec has that spec
+re-run on another worker by the scheduler; the client gets exactly one result
+per spec, and the store's key would refuse a second row anyway.  A spec that
+kills every worker it runs on ends as a crash record once the scheduler gives
+up on it (``distributed.scheduler.allowed-failures``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+
+from . import registry
+from .errors import BootError, MeasureError, MicoError, TargetUnavailable, UserError
+from .measure import StatsPolicy, error_measurement
+from .spec import KernelSpec
+from .store import Measurement
+from .target import BuildResult, Target
+
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError:      # without Dask the module still imports; `connect` says what is missing
+    WorkerPlugin = object
+
+log = logging.getLogger(__name__)
+
+PLUGIN = "mico-targets"
+#: seconds a sweep on an existing scheduler waits for its first worker
+WORKER_WAIT_S = 30.0
+_LOCAL = re.compile(r"local(?::(\d+))?")
+_ADDRESS = re.compile(r"(tcp|tls)://[^\s/:]+:\d{1,5}")
+DASK_MISSING = "a cluster needs Dask distributed: pip install 'dask[distributed]==2026.8.0'."
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where specs run: a scheduler `address`, or (address None) a local cluster of `workers`."""
+
+    address: str | None = None
+    workers: int = 1
+
+    def __str__(self) -> str:
+        return self.address or f"local:{self.workers}"
+
+
+def parse_cluster(text: str) -> ClusterSpec:
+    """``local``, ``local:N`` or ``tcp://host:port``; one sentence for anything else."""
+    t = text.strip()
+    m = _LOCAL.fullmatch(t)
+    if m:
+        n = int(m.group(1)) if m.group(1) else (os.cpu_count() or 1)
+        if not 1 <= n <= 1024:
+            raise UserError(f"cluster {text!r} asks for {n} workers; use local:N with N from 1 to 1024.")
+        return ClusterSpec(None, n)
+    if _ADDRESS.fullmatch(t):
+        return ClusterSpec(t)
+    raise UserError(f"cluster {text!r} is malformed; use local, local:N or tcp://HOST:PORT.")
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise UserError(DASK_MISSING) from None
+    return distributed
+
+
+def connect(spec: ClusterSpec):
+    """(client, local cluster or None): a started LocalCluster, or a client of the scheduler
+    that has at least one worker.  The caller closes both."""
+    distributed = _distributed()
+    # Dask logs every worker start and stop at INFO: shown with -v, not in a plain run
+    logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
+    cluster = None
+    try:
+        if spec.address is None:
+            cluster = distributed.LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
+                                               dashboard_address=None, memory_limit=0,
+                                               silence_logs=logging.ERROR)
+            client = distributed.Client(cluster)
+        else:
+            client = distributed.Client(spec.address, timeout=10)
+    except (OSError, TimeoutError) as e:
+        if cluster is not None:
+            cluster.close()
+        where = f"the Dask scheduler {spec.address}" if spec.address else "a local Dask cluster"
+        raise UserError(f"cannot reach {where}: {e}.") from None
+    try:
+        if spec.address is not None:
+            try:
+                client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+            except TimeoutError:
+                raise UserError(f"the Dask scheduler {spec.address} has no workers after {WORKER_WAIT_S:.0f} s; "
+                                f"start some with `mico worker {spec.address}`.") from None
+        client.register_plugin(TargetPlugin(), name=PLUGIN)
+    except BaseException:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+        raise
+    return client, cluster
+
+
+def worker_resources(client) -> dict[str, dict[str, float]]:
+    """Each worker's address -> the resources it offers."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return {addr: dict(info.get("resources") or {}) for addr, info in workers.items()}
+
+
+def check_resources(client, need: dict[str, float], where: str) -> list[str]:
+    """The workers that offer every resource in `need`; one sentence if none does."""
+    offers = worker_resources(client)
+    able = [a for a, have in offers.items() if all(have.get(k, 0) >= v for k, v in need.items())]
+    if not able:
+        text = ", ".join(f"{k}={v:g}" for k, v in sorted(need.items()))
+        n = f"{len(offers)} worker{'s' if len(offers) != 1 else ''}"
+        how = ("a local cluster's workers offer no resources: start a scheduler and, on the host that has it, "
+               f"`mico worker SCHEDULER --resource {text}` (docs/cluster.md)" if where.startswith("local") else
+               f"start one with `mico worker {where} --resource {text}` on the host that has it")
+        raise UserError(f"no worker of the cluster {where} ({n}) offers the resource {text} that the specs "
+                        f"need; {how}.")
+    return able
+
+
+def spec_token(spec: KernelSpec) -> str:
+    """A short stable name of a spec, part of its task key (tests and logs find the spec by it)."""
+    return hashlib.sha1(repr(spec.key()).encode()).hexdigest()[:12]
+
+
+def task_token(key: str) -> str:
+    """The `spec_token` inside a measurement task's key."""
+    return str(key).rsplit("-", 1)[-1]
+
+
+# ---- worker side -------------------------------------------------------------
+class _Slot:
+    """One worker thread's device: the target, its build and the booted session."""
+
+    def __init__(self, key: tuple, target: Target, build: BuildResult):
+        self.key, self.target, self.build = key, target, build
+        self.session = None
+
+
+class TargetPlugin(WorkerPlugin):
+    """Installed on every worker: boots each target once per worker thread and keeps it.
+
+    Sessions are kept per thread because a device child dies with the thread
+    that started it (PR_SET_PDEATHSIG) and because a worker with several
+    threads runs several devices side by side; Dask's task threads live as
+    long as the worker.  `teardown` (the worker closing) kills every device.
+    Builds are made once per worker and target, on the worker.
+    """
+
+    name = PLUGIN
+    idempotent = True
+
+    def setup(self, worker=None) -> None:
+        self.address = getattr(worker, "address", "?")
+        self._slots: dict[int, _Slot] = {}
+        self._builds: dict[tuple, tuple[Target, BuildResult]] = {}
+        self._lock = threading.Lock()
+
+    def teardown(self, worker=None) -> None:
+        for slot in list(getattr(self, "_slots", {}).values()):
+            self._kill(slot)
+        self._slots = {}
+
+    @staticmethod
+    def _kill(slot: _Slot) -> None:
+        s, slot.session = slot.session, None
+        if s is not None:
+            try:
+                s.abort()
+            except Exception:  # noqa: BLE001 -- the device is already broken
+                pass
+
+    def built(self, target_name: str, params: dict, fingerprint: str | None) -> tuple[Target, BuildResult]:
+        """The target built on this worker (once); refuses another fingerprint than the sweep's."""
+        key = (target_name, repr(sorted(params.items())))
+        with self._lock:                      # threads of one worker build once, not side by side
+            if key not in self._builds:
+                target = registry.get(target_name, **params)
+                ok, why = target.available()
+                if not ok:
+                    raise TargetUnavailable(f"target {target_name} is not available on worker {self.address}: {why}")
+                self._builds[key] = (target, target.build())
+            target, build = self._builds[key]
+        if fingerprint is not None and build.fingerprint != fingerprint:
+            raise UserError(f"worker {self.address} builds target {target_name} as {build.fingerprint}, not "
+                            f"{fingerprint} like the first worker (other tools or sources); install the same "
+                            "mico-hil and toolchain on every worker.")
+        return target, build
+
+    def session(self, target_name: str, params: dict, fingerprint: str | None):
+        """(session, target) of this thread, booted on first use; MeasureError if it does not boot."""
+        target, build = self.built(target_name, params, fingerprint)
+        tid = threading.get_ident()
+        slot = self._slots.get(tid)
+        key = (target_name, repr(sorted(params.items())), build.fingerprint)
+        if slot is None or slot.key != key:
+            if slot is not None:
+                self._kill(slot)
+            slot = self._slots[tid] = _Slot(key, target, build)
+        if slot.session is None:
+            s = target.open(build)
+            s.build_result = build
+            slot.session = s
+        return slot.session, slot.target
+
+    def drop(self) -> None:
+        """Kill this thread's device (after a crash or timeout); the next spec boots a new one."""
+        slot = self._slots.get(threading.get_ident())
+        if slot is not None:
+            self._kill(slot)
+
+
+def _plugin() -> TargetPlugin:
+    from distributed import get_worker
+
+    w = get_worker()
+    p = w.plugins.get(PLUGIN)
+    if p is None:        # a bare `dask worker` that a client has not reached yet
+        p = TargetPlugin()
+        p.setup(w)
+        w.plugins[PLUGIN] = p
+    return p
+
+
+def dask_setup(worker) -> None:
+    """`dask worker --preload harness.cluster`: install the plugin when the worker starts."""
+    p = TargetPlugin()
+    p.setup(worker)
+    worker.plugins[PLUGIN] = p
+
+
+def probe_task(target_name: str, params: dict):
+    """On a worker: build and boot the target, keep the session, return (build, hello)."""
+    p = _plugin()
+    try:
+        session, _ = p.session(target_name, params, None)
+    except MeasureError as e:
+        p.drop()
+        raise BootError(f"target {target_name} did not boot on worker {p.address}: {e}") from None
+    b = session.build_result
+    return BuildResult(b.target, b.fingerprint, dict(b.artifacts), dict(b.info), b.cached), session.hello
+
+
+def measure_task(target_name: str, params: dict, fingerprint: str, spec: dict, policy: StatsPolicy,
+                 deterministic: bool, timeout: float | None) -> Measurement:
+    """On a worker: measure one spec on the worker's kept session."""
+    from .sweep import measure_spec
+
+    p = _plugin()
+    return measure_spec(lambda: p.session(target_name, params, fingerprint), p.drop, fingerprint, spec,
+                        policy, deterministic, timeout)
+
+
+# ---- client side -------------------------------------------------------------
+class KilledSpecError(MeasureError):
+    """A spec whose task took down every worker it was tried on."""
+
+    kind = "crash"
+
+
+class ClusterRunner:
+    """`harness.sweep.PoolRunner` on a Dask cluster: same probe / submit / results / close."""
+
+    def __init__(self, spec: ClusterSpec, target_name: str, params: dict, resources: dict[str, float]):
+        self.spec, self.target_name, self.params = spec, target_name, params
+        self.extra = dict(resources)
+        self.client = self.cluster = self.ac = None
+        self.sweep = uuid.uuid4().hex[:8]
+        self.specs: dict[str, KernelSpec] = {}
+
+    def probe(self) -> tuple[Target, BuildResult, object]:
+        target = registry.get(self.target_name, **self.params)   # parameters are checked here, once
+        self.need = {**target.cluster_resources(), **self.extra}
+        self.client, self.cluster = connect(self.spec)
+        check_resources(self.client, self.need, str(self.spec))
+        from distributed import as_completed
+
+        self.ac = as_completed()
+        fut = self.client.submit(probe_task, self.target_name, self.params, resources=self.need or None,
+                                 pure=False, key=f"mico-probe-{self.target_name}-{self.sweep}")
+        build, hello = self._result(fut, None)
+        return target, build, hello
+
+    def prepare(self, build: BuildResult, policy: StatsPolicy, deterministic: bool, timeout: float | None) -> None:
+        self.fingerprint = build.fingerprint
+        self.rest = (policy, deterministic, timeout)
+
+    @property
+    def in_flight(self) -> int:
+        return self.ac.count() if self.ac is not None else 0
+
+    def submit(self, spec: KernelSpec) -> None:
+        key = f"mico-measure-{self.sweep}-{spec_token(spec)}"
+        self.specs[key] = spec
+        self.ac.add(self.client.submit(measure_task, self.target_name, self.params, self.fingerprint,
+                                       spec.to_dict(), *self.rest, resources=self.need or None, pure=False,
+                                       key=key))
+
+    def results(self) -> list[Measurement]:
+        out = []
+        for fut in self.ac.next_batch(block=True):
+            out.append(self._result(fut, self.specs.pop(fut.key, None)))
+            fut.release()
+        return out
+
+    def _result(self, fut, spec: KernelSpec | None):
+        from distributed import KilledWorker
+
+        try:
+            return fut.result()
+        except MicoError as e:             # not available / other build on a worker: the whole sweep stops
+            raise UserError(str(e)) from None
+        except KilledWorker as e:
+            if spec is None:
+                raise UserError(f"the target probe killed the workers it ran on ({e}).") from None
+            err = KilledSpecError(f"{spec} took down every worker it ran on", str(e))
+            return error_measurement(spec, self.fingerprint, err, 0.0)
+
+    def close(self, stopped: bool) -> None:
+        if self.client is not None:
+            if stopped and self.ac is not None:
+                self.client.cancel(list(self.ac.futures))
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()     # workers tear the plugin down: every device is killed
