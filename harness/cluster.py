@@ -90,6 +90,8 @@ def _distributed():
         import distributed
     except ImportError:
         raise UserError(DASK_MISSING) from None
+    # Dask logs every worker start and stop at INFO: shown with -v, not in a plain run
+    logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
     return distributed
 
 
@@ -97,8 +99,6 @@ def connect(spec: ClusterSpec):
     """(client, local cluster or None): a started LocalCluster, or a client of the scheduler
     that has at least one worker.  The caller closes both."""
     distributed = _distributed()
-    # Dask logs every worker start and stop at INFO: shown with -v, not in a plain run
-    logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
     cluster = None
     try:
         if spec.address is None:
@@ -355,3 +355,43 @@ class ClusterRunner:
             self.client.close()
         if self.cluster is not None:
             self.cluster.close()     # workers tear the plugin down: every device is killed
+
+
+# ---- `mico worker` -----------------------------------------------------------
+def prepare_targets(targets: list[str], params: dict) -> list[str]:
+    """Check and build the named targets here before the worker joins, so a host that cannot run
+    them says so at once (one sentence) instead of failing its first task; returns fingerprints."""
+    out = []
+    for name in targets:
+        t = registry.get(name, **params)
+        ok, why = t.available()
+        if not ok:
+            raise TargetUnavailable(f"target {name} is not available on this host: {why}")
+        out.append(t.build().fingerprint)
+    return out
+
+
+def serve_worker(address: str, nthreads: int = 1, resources: dict[str, float] | None = None,
+                 name: str | None = None, death_timeout: float = 60.0) -> None:
+    """Run one Dask worker (under a nanny that restarts it if it dies) with the target plugin
+    preloaded, until the scheduler goes away or the process is stopped."""
+    import asyncio
+
+    spec = parse_cluster(address)
+    if spec.address is None:
+        raise UserError(f"a worker joins a running scheduler: give its address tcp://HOST:PORT, not {address!r}.")
+    distributed = _distributed()
+
+    async def run() -> None:
+        async with distributed.Nanny(spec.address, nthreads=nthreads, resources=resources or None, name=name,
+                                     preload=["harness.cluster"], memory_limit=0,
+                                     death_timeout=death_timeout) as nanny:
+            await nanny.finished()
+
+    try:
+        asyncio.run(run())
+    except (OSError, TimeoutError, RuntimeError) as e:
+        cause = e.__cause__ if isinstance(e, RuntimeError) else e     # "Nanny failed to start" from OSError
+        if not isinstance(cause, (OSError, TimeoutError)):
+            raise
+        raise UserError(f"cannot reach the Dask scheduler {spec.address}: {cause or 'timed out'}.") from None

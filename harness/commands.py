@@ -139,6 +139,37 @@ def parse_resources(texts) -> dict[str, float]:
     return out
 
 
+@main.command()
+@click.argument("scheduler")
+@click.option("--nthreads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
+              help="Specs this worker measures at once (one booted device each).")
+@click.option("--board", "boards", multiple=True, metavar="PROFILE",
+              help="A board plugged into this host (repeatable): offers the resource board:PROFILE=1.")
+@click.option("--resource", "resources", multiple=True, metavar="NAME=N", help="Another worker resource.")
+@click.option("--target", "targets", multiple=True, metavar="NAME",
+              help="Check and build this target here before joining (repeatable).")
+@click.option("--name", default=None, help="The worker's name at the scheduler.")
+@param_option("Parameter KEY=VALUE of the --target builds.")
+def worker(scheduler, nthreads, boards, resources, targets, name, params):
+    """Join a Dask scheduler (tcp://HOST:PORT) as a sweep worker of this host (docs/cluster.md).
+
+    The worker boots each target once per thread and keeps it for the specs it
+    gets; sweeps reach it with `mico sweep --cluster tcp://HOST:PORT`."""
+    from .cluster import parse_cluster, prepare_targets, serve_worker
+
+    if parse_cluster(scheduler).address is None:
+        raise UserError(f"a worker joins a running scheduler: give its address tcp://HOST:PORT, not {scheduler!r}.")
+    res = parse_resources(resources)
+    for b in boards:
+        t = registry.get(f"board:{b}")          # an unknown profile is refused here, in one sentence
+        res.update(t.cluster_resources())
+    for name_, fp in zip(targets, prepare_targets(list(targets), params)):
+        click.echo(f"{name_}: built, fingerprint {fp}", err=True)
+    click.echo(f"worker of {scheduler}: {nthreads} thread(s), resources "
+               f"{', '.join(f'{k}={v:g}' for k, v in sorted(res.items())) or 'none'}", err=True)
+    serve_worker(scheduler, nthreads=nthreads, resources=res, name=name)
+
+
 def _existing_store(store_path: str) -> Store:
     """A read-only store, with the CLI's hint when the file is missing."""
     if not Path(store_path).exists():

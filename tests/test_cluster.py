@@ -197,3 +197,35 @@ def parse_resources_ok():
     from harness.commands import parse_resources
 
     return parse_resources(["board:arty-a7=1", "gpu=2"])
+
+
+def test_mico_worker_with_a_resource(tmp_path):
+    """`mico worker SCHEDULER --resource ...` joins a bare scheduler; specs that need the
+    resource run there; SIGTERM ends the worker (and its devices)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    lc = distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=None)
+    client = distributed.Client(lc)
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "worker", lc.scheduler_address, "--resource",
+                             "lab:bench=1", "--name", "w-test"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        client.wait_for_workers(1, timeout=120)
+        (info,) = client.scheduler_info(n_workers=-1)["workers"].values()
+        assert info["name"] == "w-test" and info["resources"] == {"lab:bench": 1.0}
+        s = run_sweep("host", "smoke", str(tmp_path / "s.db"), cluster=lc.scheduler_address,
+                      resources={"lab:bench": 1}, policy=HOST_POLICY, progress=False)
+        assert s.by_status == {"ok": s.total} and s.total > 0
+        assert all(m.checksum_ok for m in _rows(tmp_path / "s.db").values())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+            client.close()
+            lc.close()
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
