@@ -44,6 +44,7 @@ from .measure import StatsPolicy, error_measurement
 from .spec import KernelSpec
 from .store import Measurement
 from .target import BuildResult, Target
+from .transports import die_with_parent
 
 try:
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 PLUGIN = "mico-targets"
 #: seconds a sweep on an existing scheduler waits for its first worker
 WORKER_WAIT_S = 30.0
+#: seconds without a result after which the client checks that a worker able to run the specs remains
+LIVENESS_S = 30.0
 _LOCAL = re.compile(r"local(?::(\d+))?")
 _ADDRESS = re.compile(r"(tcp|tls)://[^\s/:]+:\d{1,5}")
 DASK_MISSING = "a cluster needs Dask distributed: pip install 'dask[distributed]==2026.8.0'."
@@ -103,7 +106,7 @@ def connect(spec: ClusterSpec):
     try:
         if spec.address is None:
             cluster = distributed.LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
-                                               dashboard_address=None, memory_limit=0,
+                                               dashboard_address=":0", memory_limit=0,
                                                silence_logs=logging.ERROR)
             client = distributed.Client(cluster)
         else:
@@ -129,16 +132,19 @@ def connect(spec: ClusterSpec):
     return client, cluster
 
 
-def worker_resources(client) -> dict[str, dict[str, float]]:
-    """Each worker's address -> the resources it offers."""
+def worker_info(client) -> dict[str, dict]:
+    """Each worker's address -> {"resources": what it offers, "nthreads": its task threads}."""
     workers = client.scheduler_info(n_workers=-1)["workers"]
-    return {addr: dict(info.get("resources") or {}) for addr, info in workers.items()}
+    return {addr: {"resources": dict(info.get("resources") or {}), "nthreads": int(info.get("nthreads") or 1)}
+            for addr, info in workers.items()}
 
 
 def check_resources(client, need: dict[str, float], where: str) -> list[str]:
     """The workers that offer every resource in `need`; one sentence if none does."""
-    offers = worker_resources(client)
+    offers = {a: w["resources"] for a, w in worker_info(client).items()}
     able = [a for a, have in offers.items() if all(have.get(k, 0) >= v for k, v in need.items())]
+    if not able and not need:
+        raise UserError(f"the cluster {where} has no workers left.")
     if not able:
         text = ", ".join(f"{k}={v:g}" for k, v in sorted(need.items()))
         n = f"{len(offers)} worker{'s' if len(offers) != 1 else ''}"
@@ -184,6 +190,10 @@ class TargetPlugin(WorkerPlugin):
 
     def setup(self, worker=None) -> None:
         self.address = getattr(worker, "address", "?")
+        if getattr(worker, "nanny", None):
+            # a worker process dies with its nanny's process (a SIGKILLed `mico sweep --cluster local:N`
+            # takes its workers along, as the process pool's do), and its devices die with it
+            die_with_parent()
         self._slots: dict[int, _Slot] = {}
         self._builds: dict[tuple, tuple[Target, BuildResult]] = {}
         self._lock = threading.Lock()
@@ -297,14 +307,19 @@ class ClusterRunner:
         self.spec, self.target_name, self.params = spec, target_name, params
         self.extra = dict(resources)
         self.client = self.cluster = self.ac = None
+        self.parallelism = 1
         self.sweep = uuid.uuid4().hex[:8]
         self.specs: dict[str, KernelSpec] = {}
+        self.futures: dict[str, object] = {}
 
     def probe(self) -> tuple[Target, BuildResult, object]:
         target = registry.get(self.target_name, **self.params)   # parameters are checked here, once
         self.need = {**target.cluster_resources(), **self.extra}
         self.client, self.cluster = connect(self.spec)
-        check_resources(self.client, self.need, str(self.spec))
+        able = check_resources(self.client, self.need, str(self.spec))
+        threads = {a: w["nthreads"] for a, w in worker_info(self.client).items()}
+        # a board (resource amount 1) runs one spec at a time however many threads its worker has
+        self.parallelism = len(able) if self.need else sum(threads.get(a, 1) for a in able)
         from distributed import as_completed
 
         self.ac = as_completed()
@@ -324,16 +339,36 @@ class ClusterRunner:
     def submit(self, spec: KernelSpec) -> None:
         key = f"mico-measure-{self.sweep}-{spec_token(spec)}"
         self.specs[key] = spec
-        self.ac.add(self.client.submit(measure_task, self.target_name, self.params, self.fingerprint,
-                                       spec.to_dict(), *self.rest, resources=self.need or None, pure=False,
-                                       key=key))
+        fut = self.client.submit(measure_task, self.target_name, self.params, self.fingerprint, spec.to_dict(),
+                                 *self.rest, resources=self.need or None, pure=False, key=key)
+        self.futures[key] = fut
+        self.ac.add(fut)
 
     def results(self) -> list[Measurement]:
+        self._wait_alive()
         out = []
         for fut in self.ac.next_batch(block=True):
             out.append(self._result(fut, self.specs.pop(fut.key, None)))
+            self.futures.pop(fut.key, None)
             fut.release()
         return out
+
+    def _wait_alive(self) -> None:
+        """Block until a spec finishes; every LIVENESS_S without one, check that some worker can
+        still run the specs (the board's host may have left), so a sweep never waits forever."""
+        from distributed import wait
+
+        while not self.ac.has_ready():
+            try:
+                wait(list(self.futures.values()), timeout=LIVENESS_S, return_when="FIRST_COMPLETED")
+                return
+            except TimeoutError:
+                pass
+            try:
+                check_resources(self.client, self.need, str(self.spec))
+            except UserError as e:
+                raise UserError(f"{str(e).rstrip('.')}; {len(self.futures)} specs were left unmeasured, "
+                                "re-running the sweep resumes them.") from None
 
     def _result(self, fut, spec: KernelSpec | None):
         from distributed import KilledWorker
@@ -347,6 +382,10 @@ class ClusterRunner:
                 raise UserError(f"the target probe killed the workers it ran on ({e}).") from None
             err = KilledSpecError(f"{spec} took down every worker it ran on", str(e))
             return error_measurement(spec, self.fingerprint, err, 0.0)
+        except Exception as e:            # a task that failed on a worker: its own words, not a traceback
+            log.debug("cluster task failed", exc_info=True)
+            what = f"measuring {spec}" if spec is not None else f"probing {self.target_name}"
+            raise UserError(f"{what} failed on the cluster {self.spec}: {type(e).__name__}: {e}.") from None
 
     def close(self, stopped: bool) -> None:
         if self.client is not None:

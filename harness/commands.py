@@ -93,7 +93,7 @@ def measure(target_name, op, shape, qa, qw, mode, out_bits, repeats, params, as_
               help="Parallel workers, one booted target each.")
 @click.option("--cluster", default=None, metavar="local[:N] | tcp://HOST:PORT",
               help="Run on a Dask cluster: N local worker processes, or the workers of a running scheduler "
-                   "(docs/cluster.md); --jobs is then ignored.")
+                   "(docs/cluster.md) instead of the --jobs pool.")
 @click.option("--scheduler", default=None, hidden=True, help="Old name of --cluster tcp://HOST:PORT.")
 @click.option("--resource", "resources", multiple=True, metavar="NAME=N",
               help="A Dask worker resource every spec needs (repeatable), besides a board's own.")
@@ -115,6 +115,9 @@ def sweep(target_name, plan, store_path, jobs, cluster, scheduler, resources, op
         raise UserError("give --cluster or --scheduler, not both.")
     if resources and not (cluster or scheduler):
         raise UserError("--resource applies to a sweep on a cluster (--cluster).")
+    if jobs != 1 and (cluster or scheduler):
+        raise UserError("--jobs sizes the local process pool; on a cluster its workers set the parallelism "
+                        "(local:N, or the workers' --nthreads).")
     s = run_sweep(target_name, plan, store_path, jobs=jobs, params=params, cluster=cluster or scheduler,
                   policy=StatsPolicy(budget_s=budget), progress=not no_progress, ops=list(ops) or None, mode=mode,
                   resources=parse_resources(resources))

@@ -5,8 +5,10 @@ session for every later spec it gets; a crash or timeout closes that session,
 the spec is recorded with its error class, and the next spec re-boots the
 target.  Only the coordinator writes to the store, one committed row per
 result, so killing the sweep at any moment loses only in-flight kernels and a
-re-run resumes where it stopped.  Any `concurrent.futures.Executor` works: a
-local process pool by default, or a Dask distributed client's executor.
+re-run resumes where it stopped.  The specs run on a local process pool by
+default (`PoolRunner`), or on a Dask cluster (`harness.cluster.ClusterRunner`,
+``cluster="local:N"`` or ``"tcp://host:port"``, docs/cluster.md), whose
+workers keep their targets the same way.
 
 The plan is streamed: specs are taken from the plan's iterator in batches,
 each batch is checked against the store (only its own keys) and submitted,
@@ -163,6 +165,10 @@ class PoolRunner:
         self.pending: set = set()
         self.args: tuple = ()
 
+    @property
+    def parallelism(self) -> int:
+        return self.jobs
+
     def probe(self) -> tuple[Target, BuildResult, object]:
         return probe(self.target_name, self.params)
 
@@ -237,7 +243,7 @@ def run_sweep(target_name: str, plan: str, store_path: str, jobs: int = 1, param
             total = plan_.size(hello.pairs, op_list, mode)
             summary = SweepSummary(target_name, build.fingerprint, plan, total, 0, build_cached=build.cached)
             runner.prepare(build, policy or StatsPolicy(), target.deterministic, target.kernel_timeout)
-            batch_size = max(64, 8 * jobs)
+            batch_size = max(64, 8 * runner.parallelism)
             t0 = time.monotonic()
             for batch in batched(plan_.specs(hello.pairs, op_list, mode), batch_size):
                 todo = _new_specs(store, build.fingerprint, batch)

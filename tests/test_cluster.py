@@ -36,7 +36,7 @@ needs_vex = pytest.mark.skipif(not _vex_available(), reason=f"{VEX} is not avail
 @pytest.fixture(scope="module")
 def cluster():
     """(scheduler address, client) of a LocalCluster with 2 single-thread worker processes."""
-    lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   memory_limit=0)
     client = distributed.Client(lc)
     try:
@@ -151,6 +151,7 @@ def test_missing_resource_is_one_sentence(tmp_path, cluster):
 @pytest.mark.parametrize("args, text", [
     (("--cluster", "lokal"), "is malformed"),
     (("--cluster", "local:1", "--resource", "gpu"), "resource 'gpu' is malformed"),
+    (("--cluster", "local:2", "--jobs", "2"), "--jobs sizes the local process pool"),
 ])
 def test_bad_cluster_options_cli(tmp_path, args, text):
     r = mico("sweep", "--target", "host", "--plan", "smoke", "--store", tmp_path / "s.db", *args, "--no-progress",
@@ -199,15 +200,17 @@ def parse_resources_ok():
     return parse_resources(["board:arty-a7=1", "gpu=2"])
 
 
-def test_mico_worker_with_a_resource(tmp_path):
+def test_mico_worker_with_a_resource(tmp_path, monkeypatch):
     """`mico worker SCHEDULER --resource ...` joins a bare scheduler; specs that need the
-    resource run there; SIGTERM ends the worker (and its devices)."""
+    resource run there; when that worker leaves mid-sweep (SIGTERM), the sweep stops with one
+    sentence instead of waiting forever, and keeps the rows it has."""
     import subprocess
     import sys
 
+    from harness import cluster as hc
     from tests.conftest import ROOT
 
-    lc = distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=None)
+    lc = distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=":0")
     client = distributed.Client(lc)
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "worker", lc.scheduler_address, "--resource",
                              "lab:bench=1", "--name", "w-test"], cwd=ROOT, stdout=subprocess.PIPE,
@@ -220,12 +223,17 @@ def test_mico_worker_with_a_resource(tmp_path):
                       resources={"lab:bench": 1}, policy=HOST_POLICY, progress=False)
         assert s.by_status == {"ok": s.total} and s.total > 0
         assert all(m.checksum_ok for m in _rows(tmp_path / "s.db").values())
+
+        monkeypatch.setattr(hc, "LIVENESS_S", 1.0)
+        slow = StatsPolicy(rel_iqr=0.0, budget_s=0.3, min_repeats=3)    # ~0.3 s a spec
+        with pytest.raises(UserError, match=r"no worker of the cluster .* lab:bench=1 .* left unmeasured"):
+            run_sweep("host", "smoke", str(tmp_path / "t.db"), cluster=lc.scheduler_address,
+                      resources={"lab:bench": 1}, policy=slow, progress=False,
+                      on_row=lambda m: proc.poll() is None and proc.send_signal(signal.SIGTERM))
+        assert 0 < len(_rows(tmp_path / "t.db")) < s.total
+        _, err = proc.communicate(timeout=60)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=60)
-        finally:
-            proc.kill()
-            client.close()
-            lc.close()
+        proc.kill()
+        client.close()
+        lc.close()
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
