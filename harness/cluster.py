@@ -98,6 +98,24 @@ def _distributed():
     return distributed
 
 
+#: Dask settings for the workers this module starts (`LocalCluster`, `mico worker`): no
+#: statistical profiler (it samples every thread's stack each 10 ms, taking the GIL the
+#: measuring thread needs to talk to its device), and the environment the process pool's
+#: workers have -- Dask's default pre-spawn environment sets MALLOC_TRIM_THRESHOLD_=65536 and
+#: one BLAS / OpenMP thread, which made each spec ~30% slower here (benchmarks/bench_cluster.py).
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
+                 "distributed.admin.system-monitor.gil.enabled": False,
+                 "distributed.nanny.pre-spawn-environ": {}}
+
+
+def _worker_log_level() -> int:
+    """Local workers' logging: what the client logs (-v, -vv), but not the heartbeat and
+    connection errors of workers racing their scheduler at shutdown in a plain run; a task's
+    own failure reaches the client through its future, as one sentence."""
+    root = logging.getLogger().getEffectiveLevel()
+    return root if root < logging.WARNING else logging.CRITICAL
+
+
 def connect(spec: ClusterSpec):
     """(client, local cluster or None): a started LocalCluster, or a client of the scheduler
     that has at least one worker.  The caller closes both."""
@@ -105,9 +123,12 @@ def connect(spec: ClusterSpec):
     cluster = None
     try:
         if spec.address is None:
-            cluster = distributed.LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
-                                               dashboard_address=":0", memory_limit=0,
-                                               silence_logs=logging.ERROR)
+            import dask
+
+            with dask.config.set(WORKER_CONFIG):      # nannies hand the config to their workers
+                cluster = distributed.LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
+                                                   dashboard_address=":0", memory_limit=0,
+                                                   silence_logs=_worker_log_level())
             client = distributed.Client(cluster)
         else:
             client = distributed.Client(spec.address, timeout=10)
@@ -427,8 +448,11 @@ def serve_worker(address: str, nthreads: int = 1, resources: dict[str, float] | 
                                      death_timeout=death_timeout) as nanny:
             await nanny.finished()
 
+    import dask
+
     try:
-        asyncio.run(run())
+        with dask.config.set(WORKER_CONFIG):
+            asyncio.run(run())
     except (OSError, TimeoutError, RuntimeError) as e:
         cause = e.__cause__ if isinstance(e, RuntimeError) else e     # "Nanny failed to start" from OSError
         if not isinstance(cause, (OSError, TimeoutError)):
