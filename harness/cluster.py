@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -375,16 +376,18 @@ class ClusterRunner:
         return out
 
     def _wait_alive(self) -> None:
-        """Block until a spec finishes; every LIVENESS_S without one, check that some worker can
-        still run the specs (the board's host may have left), so a sweep never waits forever."""
-        from distributed import wait
-
-        while not self.ac.has_ready():
-            try:
-                wait(list(self.futures.values()), timeout=LIVENESS_S, return_when="FIRST_COMPLETED")
-                return
-            except TimeoutError:
-                pass
+        """Block until a spec finishes (on as_completed's own condition); every LIVENESS_S
+        without one, check that some worker can still run the specs (the board's host may have
+        left), so a sweep never waits forever."""
+        ac = self.ac
+        deadline = time.monotonic() + LIVENESS_S
+        while not ac.has_ready() and not ac.is_empty():
+            with ac.thread_condition:         # a finished future is queued, then notified, under it
+                if not ac.has_ready():
+                    ac.thread_condition.wait(timeout=1.0)
+            if time.monotonic() < deadline:
+                continue
+            deadline = time.monotonic() + LIVENESS_S
             try:
                 check_resources(self.client, self.need, str(self.spec))
             except UserError as e:
