@@ -34,13 +34,14 @@ import hashlib
 import logging
 import os
 import re
+import signal
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 
 from . import registry
-from .errors import BootError, MeasureError, MicoError, TargetUnavailable, UserError
+from .errors import BootError, MeasureError, MicoError, TargetUnavailable, Terminated, UserError
 from .measure import StatsPolicy, error_measurement
 from .spec import KernelSpec
 from .store import Measurement
@@ -155,10 +156,11 @@ def connect(spec: ClusterSpec):
 
 
 def worker_info(client) -> dict[str, dict]:
-    """Each worker's address -> {"resources": what it offers, "nthreads": its task threads}."""
+    """Each running worker's address -> {"resources": what it offers, "nthreads": its task threads}
+    (a worker that is closing or paused still shows at the scheduler but runs nothing)."""
     workers = client.scheduler_info(n_workers=-1)["workers"]
     return {addr: {"resources": dict(info.get("resources") or {}), "nthreads": int(info.get("nthreads") or 1)}
-            for addr, info in workers.items()}
+            for addr, info in workers.items() if info.get("status", "running") == "running"}
 
 
 def check_resources(client, need: dict[str, float], where: str) -> list[str]:
@@ -388,17 +390,24 @@ class ClusterRunner:
             if time.monotonic() < deadline:
                 continue
             deadline = time.monotonic() + LIVENESS_S
-            try:
-                check_resources(self.client, self.need, str(self.spec))
-            except UserError as e:
-                raise UserError(f"{str(e).rstrip('.')}; {len(self.futures)} specs were left unmeasured, "
-                                "re-running the sweep resumes them.") from None
+            self._check_alive()
+
+    def _check_alive(self) -> None:
+        try:
+            check_resources(self.client, self.need, str(self.spec))
+        except UserError as e:
+            raise UserError(f"{str(e).rstrip('.')}; {len(self.futures)} specs were left unmeasured, "
+                            "re-running the sweep resumes them.") from None
 
     def _result(self, fut, spec: KernelSpec | None):
         from distributed import KilledWorker
 
         try:
-            return fut.result()
+            while True:    # a finished result held by a worker that then left is computed again
+                try:
+                    return fut.result(timeout=LIVENESS_S)
+                except TimeoutError:
+                    self._check_alive()
         except MicoError as e:             # not available / other build on a worker: the whole sweep stops
             raise UserError(str(e)) from None
         except KilledWorker as e:
@@ -445,11 +454,28 @@ def serve_worker(address: str, nthreads: int = 1, resources: dict[str, float] | 
         raise UserError(f"a worker joins a running scheduler: give its address tcp://HOST:PORT, not {address!r}.")
     distributed = _distributed()
 
+    stopped_by: list[int] = []
+
     async def run() -> None:
+        # SIGTERM / SIGINT / SIGHUP: close the nanny once, gracefully (its worker tears the plugin
+        # down, killing every device), however many signals come while it does
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            stopped_by.append(signum)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, on_signal, sig)
         async with distributed.Nanny(spec.address, nthreads=nthreads, resources=resources or None, name=name,
                                      preload=["harness.cluster"], memory_limit=0,
                                      death_timeout=death_timeout) as nanny:
-            await nanny.finished()
+            done = asyncio.ensure_future(nanny.finished())
+            halt = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([done, halt], return_when=asyncio.FIRST_COMPLETED)
+            for f in (done, halt):
+                f.cancel()
 
     import dask
 
@@ -461,3 +487,5 @@ def serve_worker(address: str, nthreads: int = 1, resources: dict[str, float] | 
         if not isinstance(cause, (OSError, TimeoutError)):
             raise
         raise UserError(f"cannot reach the Dask scheduler {spec.address}: {cause or 'timed out'}.") from None
+    if stopped_by:
+        raise Terminated(stopped_by[0]) if stopped_by[0] != signal.SIGINT else KeyboardInterrupt()
