@@ -313,6 +313,11 @@ class BoardTarget(Target):
     def capabilities(self) -> Capabilities:
         return replace(self.CAPABILITIES, memory_bytes=self.profile.main_ram_size, dcache_bytes=4096)
 
+    def cluster_resources(self) -> dict[str, float]:
+        """A board (the emulated one too: it holds its port lock) runs only on the cluster worker of
+        the host it is plugged into, which offers the resource ``board:<profile>=1``."""
+        return {self.name: 1}
+
     # ---- availability and build ----------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
         p = self.profile

@@ -98,7 +98,12 @@ def measure(target_name, op, shape, qa, qw, mode, out_bits, repeats, params, as_
 @click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--jobs", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
               help="Parallel workers, one booted target each.")
-@click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786) instead of local workers.")
+@click.option("--cluster", default=None, metavar="local[:N] | tcp://HOST:PORT",
+              help="Run on a Dask cluster: N local worker processes, or the workers of a running scheduler "
+                   "(docs/cluster.md) instead of the --jobs pool.")
+@click.option("--scheduler", default=None, hidden=True, help="Old name of --cluster tcp://HOST:PORT.")
+@click.option("--resource", "resources", multiple=True, metavar="NAME=N",
+              help="A Dask worker resource every spec needs (repeatable), besides a board's own.")
 @click.option("--op", "ops", multiple=True, type=click.Choice(list(ALL_OPS)), help="Restrict to these ops.")
 @click.option("--mode", type=click.Choice(list(MODES)), default="kernel", show_default=True, help=MODE_HELP)
 @param_option()
@@ -106,18 +111,73 @@ def measure(target_name, op, shape, qa, qw, mode, out_bits, repeats, params, as_
               help="Seconds per spec for adaptive repeats (noisy targets).")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def sweep(target_name, plan, store_path, jobs, scheduler, ops, mode, params, budget, no_progress, as_json):
+def sweep(target_name, plan, store_path, jobs, cluster, scheduler, resources, ops, mode, params, budget,
+          no_progress, as_json):
     """Measure every spec of a plan; resumes: stored specs are skipped.
 
     Plans: smoke, grid, zoo, random:N[:SEED], model:NAME (layer mode: one model's layers)."""
     from .sweep import run_sweep
 
-    s = run_sweep(target_name, plan, store_path, jobs=jobs, params=params, scheduler=scheduler,
-                  policy=StatsPolicy(budget_s=budget), progress=not no_progress, ops=list(ops) or None, mode=mode)
+    if cluster and scheduler:
+        raise UserError("give --cluster or --scheduler, not both.")
+    if resources and not (cluster or scheduler):
+        raise UserError("--resource applies to a sweep on a cluster (--cluster).")
+    if jobs != 1 and (cluster or scheduler):
+        raise UserError("--jobs sizes the local process pool; on a cluster its workers set the parallelism "
+                        "(local:N, or the workers' --nthreads).")
+    s = run_sweep(target_name, plan, store_path, jobs=jobs, params=params, cluster=cluster or scheduler,
+                  policy=StatsPolicy(budget_s=budget), progress=not no_progress, ops=list(ops) or None, mode=mode,
+                  resources=parse_resources(resources))
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.by_status.items())) or "nothing new"
     emit(s.to_dict(), as_json,
          f"{target_name} plan {plan}: {s.total} specs, {s.skipped_existing} already stored, "
          f"{s.measured} measured ({statuses}) in {s.wall_s:.1f} s -> {store_path}")
+
+
+def parse_resources(texts) -> dict[str, float]:
+    """``NAME=N`` texts (as `dask worker --resources` takes them) -> {NAME: N}."""
+    out: dict[str, float] = {}
+    for t in texts:
+        name, eq, value = t.partition("=")
+        try:
+            n = float(value)
+        except ValueError:
+            n = -1.0
+        if not eq or not name.strip() or not (n > 0 and n < float("inf")) or " " in name.strip():
+            raise UserError(f"resource {t!r} is malformed; use NAME=N with N > 0, e.g. board:arty-a7=1.")
+        out[name.strip()] = n
+    return out
+
+
+@main.command()
+@click.argument("scheduler")
+@click.option("--nthreads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
+              help="Specs this worker measures at once (one booted device each).")
+@click.option("--board", "boards", multiple=True, metavar="PROFILE",
+              help="A board plugged into this host (repeatable): offers the resource board:PROFILE=1.")
+@click.option("--resource", "resources", multiple=True, metavar="NAME=N", help="Another worker resource.")
+@click.option("--target", "targets", multiple=True, metavar="NAME",
+              help="Check and build this target here before joining (repeatable).")
+@click.option("--name", default=None, help="The worker's name at the scheduler.")
+@param_option("Parameter KEY=VALUE of the --target builds.")
+def worker(scheduler, nthreads, boards, resources, targets, name, params):
+    """Join a Dask scheduler (tcp://HOST:PORT) as a sweep worker of this host (docs/cluster.md).
+
+    The worker boots each target once per thread and keeps it for the specs it
+    gets; sweeps reach it with `mico sweep --cluster tcp://HOST:PORT`."""
+    from .cluster import parse_cluster, prepare_targets, serve_worker
+
+    if parse_cluster(scheduler).address is None:
+        raise UserError(f"a worker joins a running scheduler: give its address tcp://HOST:PORT, not {scheduler!r}.")
+    res = parse_resources(resources)
+    for b in boards:
+        t = registry.get(f"board:{b}")          # an unknown profile is refused here, in one sentence
+        res.update(t.cluster_resources())
+    for name_, fp in zip(targets, prepare_targets(list(targets), params)):
+        click.echo(f"{name_}: built, fingerprint {fp}", err=True)
+    click.echo(f"worker of {scheduler}: {nthreads} thread(s), resources "
+               f"{', '.join(f'{k}={v:g}' for k, v in sorted(res.items())) or 'none'}", err=True)
+    serve_worker(scheduler, nthreads=nthreads, resources=res, name=name)
 
 
 def _existing_store(store_path: str) -> Store:

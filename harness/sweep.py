@@ -5,8 +5,10 @@ session for every later spec it gets; a crash or timeout closes that session,
 the spec is recorded with its error class, and the next spec re-boots the
 target.  Only the coordinator writes to the store, one committed row per
 result, so killing the sweep at any moment loses only in-flight kernels and a
-re-run resumes where it stopped.  Any `concurrent.futures.Executor` works: a
-local process pool by default, or a Dask distributed client's executor.
+re-run resumes where it stopped.  The specs run on a local process pool by
+default (`PoolRunner`), or on a Dask cluster (`harness.cluster.ClusterRunner`,
+``cluster="local:N"`` or ``"tcp://host:port"``, docs/cluster.md), whose
+workers keep their targets the same way.
 
 The plan is streamed: specs are taken from the plan's iterator in batches,
 each batch is checked against the store (only its own keys) and submitted,
@@ -62,23 +64,35 @@ def _drop_session() -> None:
             pass
 
 
-def measure_one(target_name: str, params: dict, build: dict, spec: dict, policy: StatsPolicy,
-                deterministic: bool, timeout: float | None) -> Measurement:
-    """Executed in a worker: measure one spec, never raise for a device problem."""
+def measure_spec(open_session, drop_session, fingerprint: str, spec: dict, policy: StatsPolicy,
+                 deterministic: bool, timeout: float | None) -> Measurement:
+    """Measure one spec on a worker's kept session, never raise for a device problem.
+
+    `open_session()` returns the worker's (session, target), booting it if
+    needed; `drop_session()` kills it after a crash or timeout so that the next
+    spec boots a fresh device.  Shared by the process pool and the Dask workers.
+    """
     spec_ = KernelSpec.from_dict(spec)
     t0 = time.monotonic()
     try:
-        session, target = _session(target_name, params, build)
+        session, target = open_session()
     except MeasureError as e:
-        _drop_session()
-        return error_measurement(spec_, build["fingerprint"], e, time.monotonic() - t0)
+        drop_session()
+        return error_measurement(spec_, fingerprint, e, time.monotonic() - t0)
     try:
-        return measure(session, spec_, build["fingerprint"], deterministic, policy, timeout, target=target)
+        return measure(session, spec_, fingerprint, deterministic, policy, timeout, target=target)
     except MeasureError as e:
-        m = error_measurement(spec_, build["fingerprint"], e, time.monotonic() - t0)
+        m = error_measurement(spec_, fingerprint, e, time.monotonic() - t0)
         if e.kind in ("crash", "timeout"):
-            _drop_session()     # the next spec boots a fresh device
+            drop_session()     # the next spec boots a fresh device
         return m
+
+
+def measure_one(target_name: str, params: dict, build: dict, spec: dict, policy: StatsPolicy,
+                deterministic: bool, timeout: float | None) -> Measurement:
+    """Executed in a pool worker: measure one spec, never raise for a device problem."""
+    return measure_spec(lambda: _session(target_name, params, build), _drop_session, build["fingerprint"],
+                        spec, policy, deterministic, timeout)
 
 
 def _worker_terminated(signum, frame) -> None:
@@ -116,16 +130,7 @@ class SweepSummary:
         return d
 
 
-def make_executor(jobs: int, scheduler: str | None):
-    if scheduler:
-        try:
-            from distributed import Client
-        except ImportError:
-            raise UserError("--scheduler needs Dask distributed: pip install 'dask[distributed]'.") from None
-        try:
-            return Client(scheduler, timeout=10).get_executor()
-        except OSError as e:
-            raise UserError(f"cannot reach the Dask scheduler {scheduler}: {e}.") from None
+def make_executor(jobs: int):
     ctx = multiprocessing.get_context("spawn")
     return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker)
 
@@ -139,81 +144,130 @@ def probe(target_name: str, params: dict | None = None) -> tuple[Target, BuildRe
 
 def _stop_workers(ex) -> None:
     """Terminate the pool's workers now (each kills its device on SIGTERM) instead of
-    waiting for their kernels to finish; a Dask executor's workers are not ours to stop."""
+    waiting for their kernels to finish."""
     if isinstance(ex, cf.ProcessPoolExecutor):
         for p in multiprocessing.active_children():
             p.terminate()
 
 
+class PoolRunner:
+    """The default executor: a local process pool, one booted target per worker.
+
+    A runner probes the target, takes specs (`submit`) and hands back finished
+    measurements (`results`, at least one, blocking); the coordinator in
+    `run_sweep` alone writes them to the store.  `harness.cluster.ClusterRunner`
+    is the same on a Dask cluster.
+    """
+
+    def __init__(self, jobs: int, target_name: str, params: dict):
+        self.jobs, self.target_name, self.params = jobs, target_name, params
+        self.ex = None
+        self.pending: set = set()
+        self.args: tuple = ()
+
+    @property
+    def parallelism(self) -> int:
+        return self.jobs
+
+    def probe(self) -> tuple[Target, BuildResult, object]:
+        return probe(self.target_name, self.params)
+
+    def prepare(self, build: BuildResult, policy: StatsPolicy, deterministic: bool, timeout: float | None) -> None:
+        self.args = (self.target_name, self.params, build.to_dict())
+        self.rest = (policy, deterministic, timeout)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.pending)
+
+    def submit(self, spec: KernelSpec) -> None:
+        if self.ex is None:         # no pool at all for a sweep whose every spec is stored
+            self.ex = make_executor(self.jobs)
+        self.pending.add(self.ex.submit(measure_one, *self.args, spec.to_dict(), *self.rest))
+
+    def results(self) -> list[Measurement]:
+        finished, self.pending = cf.wait(self.pending, return_when=cf.FIRST_COMPLETED)
+        try:
+            return [f.result() for f in finished]
+        except cf.process.BrokenProcessPool as e:
+            raise UserError(f"a sweep worker died unexpectedly ({e}); re-run the same command to resume.") from None
+
+    def close(self, stopped: bool) -> None:
+        if self.ex is None:
+            return
+        if stopped:
+            for f in self.pending:
+                f.cancel()
+            _stop_workers(self.ex)
+        self.ex.shutdown(wait=not stopped, cancel_futures=True)
+
+
 def run_sweep(target_name: str, plan: str, store_path: str, jobs: int = 1, params: dict | None = None,
-              scheduler: str | None = None, policy: StatsPolicy | None = None,
-              progress: bool = True, ops: list[str] | None = None, mode: str = "kernel") -> SweepSummary:
+              cluster: str | None = None, policy: StatsPolicy | None = None,
+              progress: bool = True, ops: list[str] | None = None, mode: str = "kernel",
+              resources: dict[str, float] | None = None, on_row=None) -> SweepSummary:
+    """Measure every spec of `plan` not yet in the store.
+
+    `cluster` (``local[:N]`` or ``tcp://host:port``) runs the specs on a Dask
+    cluster instead of `jobs` local processes; `resources` are Dask worker
+    resources every spec needs on top of the target's own (a board's).
+    `on_row(measurement)` is called after each row is committed.
+    """
     params = params or {}
     if jobs < 1:
         raise UserError(f"a sweep needs at least 1 worker, not {jobs}.")
     plan_ = parse_plan(plan)   # validate the plan before building anything
-    store = Store(store_path)
-    try:
-        target, build, hello = probe(target_name, params)
-    except BaseException:
-        store.close()
-        raise
-    info = dict(build.info)
-    info["hello"] = hello.to_dict()
-    info["params"] = dict(target.params)
-    store.add_target(build.fingerprint, target_name, info)
-    if mode not in target.capabilities().modes:
-        store.close()
-        raise UserError(f"target {target_name} does not measure in {mode} mode; it offers "
-                        f"{', '.join(m for m in target.capabilities().modes if m != 'model')}.")
-    op_list = [o for o in hello.ops if ops is None or o in ops]
-    if mode == "layer":
-        op_list = [o for o in ALL_OPS if ops is None or o in ops]
-    total = plan_.size(hello.pairs, op_list, mode)
-    summary = SweepSummary(target_name, build.fingerprint, plan, total, 0, build_cached=build.cached)
-    policy = policy or StatsPolicy()
-    batch_size = max(64, 8 * jobs)
-    t0 = time.monotonic()
-    bar = ex = None
-    pending: set = set()
-    stopped = False
-    args = (target_name, params, build.to_dict())
-    try:
-        for batch in batched(plan_.specs(hello.pairs, op_list, mode), batch_size):
-            todo = _new_specs(store, build.fingerprint, batch)
-            summary.skipped_existing += len(batch) - len(todo)
-            if bar is None and progress and todo:
-                from tqdm import tqdm
+    if cluster is not None:
+        from .cluster import ClusterRunner, parse_cluster
 
-                bar = tqdm(total=total, desc=f"{target_name} {plan}", unit="kernel", leave=False,
-                           initial=summary.skipped_existing)
-            elif bar is not None:
-                bar.update(len(batch) - len(todo))
-            if not todo:
-                continue
-            if ex is None:
-                ex = make_executor(jobs, scheduler)
-            pending |= {ex.submit(measure_one, *args, s.to_dict(), policy, target.deterministic,
-                                  target.kernel_timeout) for s in todo}
-            while len(pending) > 2 * batch_size:          # at most a few batches in flight
-                pending = _collect(pending, store, summary, bar)
-        while pending:
-            pending = _collect(pending, store, summary, bar)
+        runner = ClusterRunner(parse_cluster(cluster), target_name, params, resources or {})
+    elif resources:
+        raise UserError("worker resources only apply to a sweep on a cluster.")
+    else:
+        runner = PoolRunner(jobs, target_name, params)
+    stopped = False
+    bar = None
+    try:
+        with Store(store_path) as store:
+            target, build, hello = runner.probe()
+            info = dict(build.info)
+            info["hello"] = hello.to_dict()
+            info["params"] = dict(target.params)
+            store.add_target(build.fingerprint, target_name, info)
+            if mode not in target.capabilities().modes:
+                raise UserError(f"target {target_name} does not measure in {mode} mode; it offers "
+                                f"{', '.join(m for m in target.capabilities().modes if m != 'model')}.")
+            op_list = [o for o in hello.ops if ops is None or o in ops]
+            if mode == "layer":
+                op_list = [o for o in ALL_OPS if ops is None or o in ops]
+            total = plan_.size(hello.pairs, op_list, mode)
+            summary = SweepSummary(target_name, build.fingerprint, plan, total, 0, build_cached=build.cached)
+            runner.prepare(build, policy or StatsPolicy(), target.deterministic, target.kernel_timeout)
+            batch_size = max(64, 8 * runner.parallelism)
+            t0 = time.monotonic()
+            for batch in batched(plan_.specs(hello.pairs, op_list, mode), batch_size):
+                todo = _new_specs(store, build.fingerprint, batch)
+                summary.skipped_existing += len(batch) - len(todo)
+                if bar is None and progress and todo:
+                    from tqdm import tqdm
+
+                    bar = tqdm(total=total, desc=f"{target_name} {plan}", unit="kernel", leave=False,
+                               initial=summary.skipped_existing)
+                elif bar is not None:
+                    bar.update(len(batch) - len(todo))
+                for s in todo:
+                    runner.submit(s)
+                while runner.in_flight > 2 * batch_size:          # at most a few batches in flight
+                    _store_results(runner.results(), store, summary, bar, on_row)
+            while runner.in_flight:
+                _store_results(runner.results(), store, summary, bar, on_row)
     except KeyboardInterrupt:       # Ctrl-C, SIGTERM (harness.errors.Terminated)
         stopped = True
-        for f in pending:
-            f.cancel()
-        if ex is not None:
-            _stop_workers(ex)
         raise
-    except cf.process.BrokenProcessPool as e:
-        raise UserError(f"a sweep worker died unexpectedly ({e}); re-run the same command to resume.") from None
     finally:
         if bar is not None:
             bar.close()
-        if ex is not None:
-            ex.shutdown(wait=not stopped, cancel_futures=True)
-        store.close()
+        runner.close(stopped)
     summary.wall_s = time.monotonic() - t0 if summary.measured else 0.0
     return summary
 
@@ -229,17 +283,16 @@ def _new_specs(store: Store, fingerprint: str, batch: list[KernelSpec]) -> list[
     return list(out.values())
 
 
-def _collect(pending: set, store: Store, summary: SweepSummary, bar) -> set:
-    """Wait for at least one result, store every finished one, return what is still running."""
-    finished, rest = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-    for fut in finished:
-        m = fut.result()
+def _store_results(ms: list[Measurement], store: Store, summary: SweepSummary, bar, on_row) -> None:
+    """Commit each finished measurement on its own (the one writer), then count it."""
+    for m in ms:
         store.put(m)
         summary.measured += 1
         summary.by_status[m.status] = summary.by_status.get(m.status, 0) + 1
         if bar is not None:
             bar.update(1)
-    return rest
+        if on_row is not None:
+            on_row(m)
 
 
 def measure_single(target_name: str, spec: KernelSpec, params: dict | None = None,

@@ -241,6 +241,11 @@ class Target(ABC):
         with s:
             yield s
 
+    def cluster_resources(self) -> dict[str, float]:
+        """Dask worker resources a spec of this target needs (harness.cluster): none for a
+        simulator or the host, which any worker can run; a physical device names itself."""
+        return {}
+
     def model_toolchain(self) -> ModelToolchain:
         raise UnsupportedError(f"target {self.name} cannot run generated models")
 
