@@ -151,3 +151,20 @@ def test_in_positions_only_for_matmuls_and_pointwise_convs():
     lp = compile_layer(cfg, "conv2d", (1, 3, 5, 5, 4, 1, 1, 0, 1), 4, 4, w[:, :, :1, :1], 0, 1 << 30, 31, True, 4,
                        in_positions=np.array([0, 2, 5]))
     assert lp.plan.gemm.K >= 6
+
+
+def test_unsigned_activations_run_on_the_array_bit_exact(session):
+    """Unsigned b-bit codes after ReLU (2 and 4 bits) are the array's signed (b+1)-bit operands and
+    output-unit codes: conv -> pool -> conv -> linear -> linear with unsigned codes between them."""
+    rng = np.random.default_rng(21)
+    g = ir.Graph(ir.TensorType((3, 9, 9), 8))
+    g.add(conv(rng, "c1", 3, 8, 8, 4, 4, pad=1, unsigned=True))
+    g.add(ir.Pool(name="p1", mode="max", ks=2, stride=2))
+    g.add(conv(rng, "c2", 8, 8, 4, 2, 2, unsigned=True))
+    g.add(ir.Flatten(name="flat"))
+    g.add(linear(rng, "f1", g.output.numel, 24, 2, 4, 4, unsigned=True))
+    g.add(linear(rng, "f2", 24, 10, 4, 8, 0))
+    assert not g.type_of(0).signed and not g.type_of(4).signed
+    info, runs = _run(session, g, 3, rng)
+    where = {p["name"]: p for p in info["placement"]}
+    assert all(where[n]["where"] == "array" and where[n]["requant"] == "array" for n in ("c1", "c2", "f1", "f2"))

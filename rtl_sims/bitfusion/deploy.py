@@ -67,6 +67,13 @@ class _Step:
     input_from: str = ""                  # how the input gets into DRAM
 
 
+def _out_bits(op) -> int:
+    """The output unit's width for an op: unsigned b-bit codes after ReLU are the signed (b+1)-bit
+    codes the ReLU leaves (clamp to [0, 2^b - 1] either way)."""
+    rq = op.rq
+    return op.out_bits + 1 if rq is not None and rq.unsigned and op.out_bits > 1 else op.out_bits
+
+
 class IRModel:
     """A complete IR graph loaded into one BitFusion session (see module doc)."""
 
@@ -156,7 +163,7 @@ class IRModel:
                     top = _align(lp.layout.end, al)
                     st.predicted = int(predict(lp.plan).cycles)
                 elif st.where == ARRAY_INT32:
-                    c = compile_kernel(cfg, st.spec.op, st.spec.shape, st.spec.qa, st.spec.qw, None,
+                    c = compile_kernel(cfg, st.spec.op, st.spec.shape, self._qa(n), st.spec.qw, None,
                                        np.asarray(n.op.weight), base=top)
                     self.session.client.write(c.layout.w_base, c.w_img.astype("<u4").tobytes())
                     c.w_img = None
@@ -166,6 +173,12 @@ class IRModel:
             except CompileError as e:
                 raise DoesNotFitError(f"{n.name}: {e}") from None
         self.dram_words = top
+
+    def _qa(self, n) -> int:
+        """The array's activation width for a node: unsigned b-bit codes (0 .. 2^b - 1) are the
+        non-negative signed (b+1)-bit operands, exactly (odd widths run on container bricks)."""
+        t = self.graph.type_of(n.inputs[0])
+        return t.bits + 1 if not t.signed and t.bits > 1 else t.bits
 
     def _compile_layer(self, st: _Step, steps, owner, dense: set, top: int) -> LayerProgram:
         n, spec = st.node, st.spec
@@ -179,9 +192,9 @@ class IRModel:
         if me in dense:
             # dense rows: the flatten + linear reading this output reads it as one short row
             groups, per_group = spec.shape[8], spec.shape[4] // spec.shape[8]
-            kw["y_pitch"] = groups * -(-per_group * container_bits(op.out_bits) // 8)
-        args = (self.cfg, spec.op, spec.shape, spec.qa, spec.qw, np.asarray(op.weight), rq.bias, rq.mult,
-                rq.shift, bool(rq.relu), op.out_bits)
+            kw["y_pitch"] = groups * -(-per_group * container_bits(_out_bits(op)) // 8)
+        args = (self.cfg, spec.op, spec.shape, self._qa(n), spec.qw, np.asarray(op.weight), rq.bias, rq.mult,
+                rq.shift, bool(rq.relu), _out_bits(op))
         if st.src is not None:
             # y_base of every layer is a whole beat (bump-allocated, or after its input): a valid a_base
             prod = owner[st.src]
