@@ -165,7 +165,9 @@ def build_model(design: ModelDesign, jobs: int | None = None, timeout: float = 1
     cflags = design.cflags()
     jobs = jobs or max(1, os.cpu_count() or 1)
     inputs = [Path(p) for p in (*design.verilog, *design.tb_sources, *design.tb_headers)]
-    make_vars = [m for m in v.make_overrides() if not m.startswith("OBJCACHE")]
+    # neither the compiler cache nor the Python that runs Verilator's helper scripts changes the model
+    # (sys.executable differs between `mico` (python3) and `python -m` (python): one model, one digest)
+    make_vars = [m for m in v.make_overrides() if not m.startswith(("OBJCACHE", "PYTHON3="))]
     extra = [v.version, design.top, *flags, *cflags, *make_vars, tc.tool_identity(shutil.which("c++") or "c++")]
 
     def build(out: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from harness import registry
 from harness.errors import CrashError, DoesNotFitError, UserError
 from harness.measure import measure
+from helpers.oracle import MODEL_ABI
 from harness.spec import KernelSpec
 
 from mico_cli import mico
@@ -127,7 +128,7 @@ def test_trap_in_loaded_code_is_a_crash_record_with_mcause():
     t = _need("vexriscv-full")
     s = t.open(t.build())
     try:
-        header = struct.pack("<8I", 0x4D43494D, 1, 32, 36, 4, 1, 1, 0)
+        header = struct.pack("<8I", 0x4D43494D, MODEL_ABI, 32, 36, 4, 1, 1, 0)
         s.load_model(header + struct.pack("<I", 0))   # 0x00000000 is an illegal instruction
         with pytest.raises(CrashError) as ei:
             s.run_model(bytes(4))

@@ -10,8 +10,10 @@ should not be -- is a finding.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from harness import protocol as P
@@ -21,6 +23,9 @@ from harness.spec import BITS, KernelSpec
 OK = 0
 ARENA_GAP = 16          # bench.c: bytes between two tensors of the arena
 HEADER_BYTES = 32       # sizeof(mico_model_header)
+#: the model-image ABI the firmware accepts, from its one definition (kernels/firmware/model_api.h)
+MODEL_ABI = int(re.search(r"#define MICO_MODEL_ABI (\d+)",
+                          (Path(__file__).resolve().parents[2] / "kernels" / "firmware" / "model_api.h").read_text()).group(1))
 ENTRY_ALIGN = 16        # MICO_MODEL_ENTRY_ALIGN
 OPS = {0: ("matmul", 3), 1: ("conv2d", 9)}
 
@@ -139,7 +144,7 @@ class ModelMirror:
         if zlib.crc32(img) != struct.unpack_from("<I", payload)[0]:
             return P.ERR_MODEL_INVALID
         magic, abi, entry, size, inc, outc, nl, scratch = struct.unpack_from("<8I", img)
-        if magic != 0x4D43494D or abi != 1 or size != len(img):
+        if magic != 0x4D43494D or abi != MODEL_ABI or size != len(img):
             return P.ERR_MODEL_INVALID
         if entry < HEADER_BYTES or entry % ENTRY_ALIGN or entry > len(img) - 4:
             return P.ERR_MODEL_INVALID
