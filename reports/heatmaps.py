@@ -53,8 +53,11 @@ def _macs_by_shape(g, op: str) -> dict[str, int]:
     if not fields or any(f not in g.columns for f in fields):
         return {}
     out = {}
-    for r in g.drop_duplicates("shape")[["shape", "qa", "qw", *fields]].to_dict("records"):
-        out[r["shape"]] = KernelSpec(op, tuple(int(r[f]) for f in fields), int(r["qa"]), int(r["qw"])).macs
+    extra = [c for c in ("mode", "out_bits") if c in g.columns]
+    for r in g.drop_duplicates("shape")[["shape", "qa", "qw", *extra, *fields]].to_dict("records"):
+        # layer-mode rows (pools, adds: layer mode only) rebuild as the layer specs they are
+        kw = {"mode": str(r["mode"]), "out_bits": int(r["out_bits"])} if extra == ["mode", "out_bits"] else {}
+        out[r["shape"]] = KernelSpec(op, tuple(int(r[f]) for f in fields), int(r["qa"]), int(r["qw"]), **kw).macs
     return out
 
 

@@ -73,3 +73,12 @@ def test_validate_bad_input_is_one_sentence(tmp_path):
     assert r.returncode == 2 and "unknown target" in r.stderr and "Traceback" not in r.stderr
     r = mico("validate", "--model", "mlp", "--target", "host", "--schemes", "-1", check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_report_on_a_layer_mode_store_with_pools(tmp_path):
+    """Layer-mode rows (pools are layer mode only) summarise and draw like kernel rows."""
+    store = tmp_path / "s.db"
+    mico("sweep", "--target", "host", "--plan", "model:lenet", "--mode", "layer", "--op", "maxpool", "--store", store,
+         "--budget", "0.05", "--no-progress")
+    rep = json.loads(mico("report", "--store", store, "-o", tmp_path / "r", "--json").stdout)
+    assert rep["store"]["ok"] == 8 and any(h["op"] == "maxpool" for h in rep["heatmaps"])
