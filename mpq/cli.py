@@ -85,6 +85,9 @@ def _fmt_bits(bits) -> str:
               help="Latency proxy JSON from `mico fit` (without it: analytic CBOPs, not a measurement).")
 @click.option("--latency-budget", default="60%", show_default=True,
               help="Absolute latency in the proxy's unit, or a percentage of the all-8x8 scheme's latency.")
+@click.option("--margin", type=click.FloatRange(min=0.0, max=50.0), default=0.0, show_default=True,
+              help="Plan this many percent under the latency budget: the latency model's error (mico validate) "
+                   "as headroom, so the deployed scheme keeps the budget on the hardware.")
 @click.option("--searcher", type=click.Choice(SEARCHERS), default="evolution", show_default=True)
 @click.option("--budget-evals", type=click.IntRange(min=1), default=40, show_default=True,
               help="Number of schemes whose accuracy is evaluated.")
@@ -109,7 +112,7 @@ def _fmt_bits(bits) -> str:
               help="Batch size N of the deployed kernels (for latency).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="scheme.json", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the scheme document as JSON.")
-def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, budget_evals, seed, epochs,
+def search(model_name, dataset, data_dir, proxy_path, latency_budget, margin, searcher, budget_evals, seed, epochs,
            qat_epochs, search_qat_steps, lsq, seeds, size_budget, ram_budget, batch, output, as_json):
     """Search per-layer (qa, qw) bit-widths under a latency budget and write a scheme."""
     t0 = time.monotonic()
@@ -119,10 +122,16 @@ def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, 
     data = load_dataset(dataset, data_dir)          # a missing or malformed file fails here, before any training
     # the budget only needs layer shapes: check it before any training
     budget = model_budget(get_model(model_name, dataset), latency_fn, latency_budget, batch, unit)
+    planned = budget
+    if margin:
+        # the promise stays the user's budget (deploy checks it); the search plans under it
+        planned = model_budget(get_model(model_name, dataset), latency_fn, budget.value * (1 - margin / 100), batch,
+                               unit)
+        planned = type(budget)(f"{budget.text} - {margin:g}% margin", planned.value, unit)
     epochs = epochs or dataset_info(dataset).epochs
     memory_budget = {"weight_bytes": parse_bytes(size_budget, "--size-budget"),
                      "ram_bytes": parse_bytes(ram_budget, "--ram-budget")}
-    runs = [_search_run(model_name, dataset, data, out, latency_fn, budget, searcher, budget_evals, s, epochs,
+    runs = [_search_run(model_name, dataset, data, out, latency_fn, planned, searcher, budget_evals, s, epochs,
                         qat_epochs, search_qat_steps, lsq, batch, progress, memory_budget)
             for s in range(seed, seed + seeds)]
     r = runs[0]
@@ -151,7 +160,7 @@ def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, 
                "bits": int_model.input_bits, "scale": int_model.input_scale},
         accuracy=accuracy_doc,
         predicted_latency={"unit": unit, "total": float(total), "per_layer": [float(v) for v in per]},
-        budget=budget.to_dict(),
+        budget=dict(budget.to_dict(), **({"margin_pct": margin, "planned": planned.value} if margin else {})),
         bops=total_bops(specs),
         size_bits=size_bits(specs),
         searcher=searcher,
@@ -172,7 +181,8 @@ def search(model_name, dataset, data_dir, proxy_path, latency_budget, searcher, 
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"{model_name} on {dataset}: {searcher} search, {result.evaluations} schemes evaluated, "
-               f"budget {budget.value:.6g} {unit} ({budget.text})")
+               f"budget {budget.value:.6g} {unit} ({budget.text})"
+               + (f", planned under {planned.value:.6g} ({margin:g}% margin)" if margin else ""))
     click.echo(f"{'op':<8} {'qa':>3} {'qw':>3} {'writes':>6} {'latency':>12}")
     for ts, v in zip(timed_specs, per):
         if ts is None:

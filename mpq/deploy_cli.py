@@ -67,7 +67,7 @@ CORE_STEPS = [
     ["fit", "--store", "{out}/store.db", "--target", "{target}", "--op", "all", "--mode", "layer",
      "--features", "analytic", "--model", "linear", "-o", "{out}/proxy.json"],
     ["search", "--model", "lenet", "--dataset", "digits", "--proxy", "{out}/proxy.json",
-     "--latency-budget", "{budget}", "--searcher", "evolution", "-o", "{out}/scheme.json"],
+     "--latency-budget", "{budget}", "--margin", "5", "--searcher", "evolution", "-o", "{out}/scheme.json"],
     ["deploy", "--scheme", "{out}/scheme.json", "--target", "{target}", "--limit", "100", "-o", "{out}/deploy.json"],
     ["validate", "--model", "lenet", "--target", "{target}", "--proxy", "{out}/proxy.json", "--schemes", "8",
      "--images", "1", "--store", "{out}/store.db", "-o", "{out}/validation.json"],

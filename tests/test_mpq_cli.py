@@ -177,3 +177,17 @@ def test_search_seeds_ilp_and_memory_budgets(tmp_path, proxy_file):
     assert mem["predicted"]["weight_bytes"] == mem["generated"]["weight_bytes"]
     assert mem["predicted"]["ram_bytes"] == mem["generated"]["ram_bytes"]
     assert doc["searcher"] == "ilp" and doc["train"]["lsq"] is True
+
+
+def test_search_margin_plans_under_the_budget_it_promises(tmp_path, proxy_file):
+    out = tmp_path / "m" / "scheme.json"
+    r = run([*FAST, "--proxy", proxy_file, "--latency-budget", "60%", "--margin", "10", "--searcher", "random",
+             "-o", out, "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    b = doc["budget"]
+    assert b["text"] == "60%" and b["margin_pct"] == 10 and b["planned"] == pytest.approx(0.9 * b["value"])
+    assert doc["predicted_latency"]["total"] <= b["planned"]
+    assert all(p["latency"] <= b["planned"] for p in doc["pareto"])
+    r = run([*FAST, "--proxy", proxy_file, "--latency-budget", "60%", "--margin", "80", "-o", out])
+    assert r.exit_code == 2 and "Traceback" not in r.output
