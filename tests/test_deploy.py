@@ -11,7 +11,8 @@ from mico_cli import mico
 def scheme(tmp_path_factory):
     d = tmp_path_factory.mktemp("deploy")
     db = d / "s.db"
-    mico("sweep", "--target", "host", "--plan", "zoo", "--store", db, "--jobs", "2", "--budget", "0.2", "--no-progress")
+    mico("sweep", "--target", "host", "--plan", "random:30:1", "--store", db, "--jobs", "2", "--budget", "0.2",
+         "--no-progress")
     mico("sweep", "--target", "host", "--plan", "random:12", "--store", db, "--jobs", "2", "--budget", "0.2",
          "--no-progress")
     mico("fit", "--store", db, "--target", "host", "--op", "all", "--features", "analytic", "-o", d / "proxy.json")

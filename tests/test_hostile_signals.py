@@ -55,9 +55,15 @@ def argv0(pid: int) -> str:
         return ""
 
 
+def _foreground_signals() -> None:
+    # mico is started as a terminal would start it: a suite launched in the background (`make test &`)
+    # inherits an ignored SIGINT, which exec keeps, and Python then never raises KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args, **kw) -> subprocess.Popen:
     return subprocess.Popen([MICO, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **kw)
+                            start_new_session=True, preexec_fn=_foreground_signals, **kw)
 
 
 def wait_for_devices(p: subprocess.Popen, device: str, n: int, timeout: float = 120.0) -> list[int]:
@@ -166,11 +172,12 @@ def scheme(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("sigdeploy")
     db = d / "s.db"
-    mico("sweep", "--target", "host", "--plan", "zoo", "--store", db, "--jobs", "2", "--budget", "0.05", "--no-progress")
+    mico("sweep", "--target", "host", "--plan", "random:20", "--store", db, "--jobs", "2", "--budget", "0.05",
+         "--no-progress")
     mico("fit", "--store", db, "--target", "host", "--op", "all", "--features", "analytic", "-o", d / "proxy.json")
     mico("search", "--model", "lenet", "--dataset", "digits", "--proxy", d / "proxy.json", "--latency-budget", "80%",
          "--searcher", "evolution", "--budget-evals", "2", "--epochs", "1", "--qat-epochs", "1",
-         "-o", d / "scheme.json")
+         "--search-qat-steps", "5", "-o", d / "scheme.json")
     return d / "scheme.json"
 
 
