@@ -116,7 +116,8 @@ class Session:
 
     def run_kernel(self, spec: KernelSpec, seed: int, warmup: int, repeats: int,
                    timeout: float | None = None) -> KernelRun:
-        raise NotImplementedError
+        """One kernel, `repeats` timed runs after `warmup`; a session that runs only models refuses."""
+        raise UnsupportedError(f"{self.target_id} runs models only, not single kernels")
 
     def load_model(self, image: bytes) -> ModelInfo:
         """Load a generated C model image (targets with ``capabilities().model_images``)."""

@@ -197,8 +197,9 @@ class _MacOp(Op):
             n += 4 * out.numel
         return int(n)
 
+    @abstractmethod
     def _weight_shape(self, ins: Sequence[TensorType]) -> tuple[int, ...]:
-        raise NotImplementedError
+        """The weight tensor's shape for these inputs (Conv2d: K, C/G, KS, KS; Linear: M, K)."""
 
     def randomized(self, rng, ins):
         """Uniform random weight codes and a requantiser whose outputs spread over the output range."""

@@ -346,8 +346,9 @@ class Layer(Step):
 class _CodeStep(Step):
     """A step that keeps the code of its input: pools, views, shuffles."""
 
+    @abstractmethod
     def op(self, w: _Walk, x_ndim: int) -> ir.Op:
-        raise NotImplementedError
+        """The IR op this step lowers to."""
 
     def lower(self, w, v, rest, cont):
         return _Val(w.add(self.op(w, len(w.graph.type_of(v.node).shape))), v.code)
