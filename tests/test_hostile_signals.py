@@ -158,8 +158,9 @@ def test_measure_on_a_simulator_sigterm_ends_it():
     if not ok:
         pytest.skip(why)
     sim = t.build().artifacts["simulator"]
+    # 50 repeats of ~4 s: still running whenever the test gets to look (2 repeats ended before it, under load)
     p = start(["measure", "--target", "vexriscv-full", "--op", "matmul", "--shape", "16,256,1024", "--qa", "8",
-               "--qw", "8"])
+               "--qw", "8", "--repeats", "50"])
     wait_for_devices(p, sim, 1)
     rc, err = signal_and_check(p, signal.SIGTERM)
     assert rc == 143 and "Traceback" not in err, err
