@@ -111,3 +111,56 @@ def test_attention_ops_refuse_bad_shapes():
         ir.AttnMatMul(name="c", heads=2, rq=random_requant(np.random.default_rng(0), 3, 8, 64, relu=False))
     with pytest.raises(ir.IRError, match=r"\(T, K\)"):
         ir.Graph(ir.TensorType((12,), 8)).add(ir.TokenLinear(name="d", out_features=3))
+
+
+# ---- LayerNorm and GELU ------------------------------------------------------------------------
+
+def test_isqrt_is_the_floor_root():
+    from kernels.ir.norm import isqrt
+
+    v = np.array([0, 1, 2, 3, 4, 15, 16, 17, 2**40 - 1, 2**40, (2**20 + 1) ** 2 - 1], np.int64)
+    want = [math.isqrt(int(a)) for a in v]
+    np.testing.assert_array_equal(isqrt(v), want)
+
+
+def test_layernorm_follows_float_layernorm():
+    rng = np.random.default_rng(4)
+    D = 37
+    gamma, beta = rng.uniform(-1.5, 1.5, D), rng.uniform(-0.5, 0.5, D)
+    s_out = 4.0 / 127
+    op = ir.LayerNorm.from_params("ln", gamma, beta, s_out, 8)
+    x = rng.integers(-128, 128, size=(50, 5, D))
+    y = op.run([x]) * s_out
+    xf = x.astype(np.float64)
+    ref = (xf - xf.mean(-1, keepdims=True)) / xf.std(-1, keepdims=True) * gamma + beta
+    ok = np.abs(ref) < 4.0 - s_out                                    # outside: saturated codes
+    assert np.abs(y - ref)[ok].max() <= 0.5 * s_out + 1e-3
+    const = op.run([np.full((1, 2, D), 3)])                          # sigma = 0: beta alone
+    np.testing.assert_array_equal(const[0, 0], np.clip(np.round(beta / s_out), -128, 127))
+
+
+def test_gelu_follows_float_gelu():
+    from scipy.special import erf
+
+    s, s_out = 0.04, 0.045                                           # no saturation: 127 s_out > 128 s
+    op = ir.GELU.from_scales("g", s, s_out, 8)
+    x = np.arange(-128, 128)[None]
+    y = op.run([x])[0] * s_out
+    xf = x[0] * s
+    ref = 0.5 * xf * (1 + erf(xf / math.sqrt(2)))
+    assert np.abs(y - ref).max() < 0.5 * s_out + 0.02                # i-erf's error, below 0.02 here
+    with pytest.raises(ir.IRError, match="too small"):
+        ir.GELU.from_scales("g", 1e-4, 1e-3, 8)
+
+
+@pytest.mark.parametrize("T,D,bits", [(7, 13, 8), (5, 6, 4), (3, 64, 8)])
+def test_layernorm_and_gelu_c_equals_numpy(host_session, T, D, bits):
+    rng = np.random.default_rng(T + D)
+    ln = ir.LayerNorm.from_params("ln", rng.uniform(-1.5, 1.5, D), rng.uniform(-0.5, 0.5, D), 3.0 / 127, 8)
+    gelu = ir.GELU.from_scales("gelu", 3.0 / 127, 2.0 / (1 << (bits - 1)), bits)
+    xs = int_values(rng, bits, (4, T, D))
+    for ops in ([ln], [ln, gelu], [ln, gelu, ir.Transpose(name="tr")]):
+        g = ir.chain(ir.TensorType((T, D), bits), ops)
+        want = g.run(xs)
+        np.testing.assert_array_equal(_run_c(host_session, g, xs), want, err_msg=ops[-1].name)
+    assert len(np.unique(want)) > 3
