@@ -25,6 +25,7 @@ from .resnet8 import ResNet8
 from .resnet18 import ResNet18
 from .shufflenet import ShuffleNet
 from .squeezenet import SqueezeNet
+from .transformer import KWSTransformer, ViTTiny
 from .vgg import VGG
 
 __all__ = ["AdaptivePoolStep", "Branches", "DATASET_HW", "FlattenStep", "LeNet", "Layer", "MLP", "MODELS", "PoolStep",
@@ -35,7 +36,8 @@ __all__ = ["AdaptivePoolStep", "Branches", "DATASET_HW", "FlattenStep", "LeNet",
 _SQUARE_ARGS = {"lenet": LeNet, "mlp": MLP}
 MODELS = {"lenet": LeNet, "mlp": MLP, "resnet8": ResNet8, "dscnn": DSCNN, "mobilenetv2": MobileNetV2, "m5": M5,
           "har_cnn1d": HARCNN1d, "har_mlp": HARMLP, "cmsiscnn": CMSISCNN, "vgg": VGG, "resnet18": ResNet18,
-          "squeezenet": SqueezeNet, "shufflenet": ShuffleNet}
+          "squeezenet": SqueezeNet, "shufflenet": ShuffleNet, "vit_tiny": ViTTiny,
+          "kws_transformer": KWSTransformer}
 DATASET_HW = {"digits": 8, "mnist": 28, "fashionmnist": 28}
 
 
