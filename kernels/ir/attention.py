@@ -139,18 +139,6 @@ class Softmax(Op):
     def cost_terms(self, ins, out):
         return {"elements_in": ins[0].numel, "elements_out": out.numel, "divides": out.numel}
 
-    def spec(self, ins, batch=1, mode="kernel"):
-        if mode != "layer":
-            return None
-        from harness.spec import KernelSpec
-
-        t = ins[0]
-        return KernelSpec("softmax", (batch, t.numel // t.shape[-1], t.shape[-1]), t.bits, 0, "layer", 8)
-
-    @classmethod
-    def from_spec(cls, spec):
-        N, R, L = spec.shape
-        return cls(name=spec.op), TensorType((R, L), spec.qa)
 
     def c_body(self, ctx):
         if not self.complete:
@@ -301,21 +289,6 @@ class AttnMatMul(Op):
         H, T, S, dh = self._dims(ins)
         return {"macs": H * T * S * dh, "elements_in": ins[0].numel + ins[1].numel, "elements_out": out.numel}
 
-    def spec(self, ins, batch=1, mode="kernel"):
-        if mode != "layer":
-            return None
-        from harness.spec import KernelSpec
-
-        H, T, S, dh = self._dims(ins)
-        return KernelSpec(f"attn_{self.mode}", (batch, H, T, S, dh), ins[0].bits, ins[1].bits, "layer",
-                          self.out_bits)
-
-    @classmethod
-    def from_spec(cls, spec):
-        N, H, T, S, dh = spec.shape
-        mode = spec.op[len("attn_"):]
-        a = TensorType((T, H * dh), spec.qa) if mode == "qk" else TensorType((H, T, S), spec.qa)
-        return cls(name=spec.op, mode=mode, heads=H, out_bits=spec.out_bits), [a, TensorType((S, H * dh), spec.qw)]
 
     def c_decls(self, ctx):
         s = ctx.sym
@@ -372,11 +345,14 @@ class TokenLinear(Linear):
         return rq.apply(acc, 2)
 
     def spec(self, ins, batch=1, mode="kernel"):
+        """Kernel mode: the matmul with N = T rows.  Layer mode: none yet (a layer-mode
+        measurement image runs one N = 1 row; a token-wise one is not built)."""
+        if mode != "kernel":
+            return None
         from harness.spec import KernelSpec
 
         T, K = ins[0].shape
-        return KernelSpec("matmul", (batch * T, self.out_features, K), self.qa, self.qw, mode,
-                          self.out_bits if mode == "layer" else 0)
+        return KernelSpec("matmul", (batch * T, self.out_features, K), self.qa, self.qw, mode, 0)
 
     def cost_terms(self, ins, out):
         T, K = ins[0].shape
@@ -426,17 +402,6 @@ class Transpose(Op):
     def run(self, xs):
         return np.swapaxes(xs[0], 1, 2)
 
-    def spec(self, ins, batch=1, mode="kernel"):
-        if mode != "layer":
-            return None
-        from harness.spec import KernelSpec
-
-        return KernelSpec("transpose", (batch, *ins[0].shape), ins[0].bits, 0, "layer", ins[0].bits)
-
-    @classmethod
-    def from_spec(cls, spec):
-        N, A, B = spec.shape
-        return cls(name=spec.op), TensorType((A, B), spec.qa)
 
     def c_body(self, ctx):
         A, B = ctx.ins[0].shape
