@@ -59,6 +59,15 @@ def _codes(x: torch.Tensor, q: ActFakeQuant) -> np.ndarray:
     return torch.round(x.detach() / q.scale().detach()).to(torch.int64).numpy()
 
 
+def _observe_first(w, q: ActFakeQuant, f: torch.Tensor) -> None:
+    """Let ``q`` calibrate on the float value ``f`` of an op whose integer result is written
+    on ``q``'s code, before that scale is used (observing the integer result would freeze a
+    clipped scale: it can never exceed the range the scale already has)."""
+    if w.model.training and bool(q.observer_enabled[0]) and q.lsq_scale is None:
+        q.observe(f)
+        w.suspend_observer(q)
+
+
 def _straight(f: torch.Tensor, y_codes: np.ndarray, scale: float) -> torch.Tensor:
     """Value of the integer result, gradient of the float one."""
     y = torch.from_numpy(np.asarray(y_codes, dtype=np.float32)).to(f.dtype) * float(scale)
@@ -141,6 +150,7 @@ class EncoderBlock(Step):
         h = F.layer_norm(xq, (xq.shape[-1],), ln1.weight, ln1.bias, ln1.eps)
         if on:
             qa = m("q").act_quant
+            _observe_first(w, qa, h)
             op = ir.LayerNorm.from_params("ln1", ln1.weight.detach().numpy(), ln1.bias.detach().numpy(),
                                           float(qa.scale()), qa.bits)
             h = _straight(h, op.run([_codes(xq, q_in)]), float(qa.scale()))
@@ -155,6 +165,7 @@ class EncoderBlock(Step):
         vh = v.reshape(N, T, H, dh).transpose(1, 2)
         s = qh @ kh.transpose(-1, -2) / math.sqrt(dh)                 # (N, H, T, T)
         if on:
+            _observe_first(w, m("s"), s)
             op = ir.AttnMatMul.from_scales("qk", "qk", H, float(m("qq").scale()), float(m("qk").scale()) / math.sqrt(dh),
                                            float(m("s").scale()), 8)
             s = _straight(s, op.run([_codes(q, m("qq")), _codes(k, m("qk"))]), float(m("s").scale()))
@@ -165,12 +176,14 @@ class EncoderBlock(Step):
         a = (p @ vh).transpose(1, 2).reshape(N, T, D)
         pa = m("proj").act_quant
         if on:
+            _observe_first(w, pa, a)
             op = ir.AttnMatMul.from_scales("av", "av", H, 1 / 127, float(m("qv").scale()), float(pa.scale()), pa.bits)
             a = _straight(a, op.run([np.round(p.detach().numpy() * 127).astype(np.int64), _codes(v, m("qv"))]),
                           float(pa.scale()))
         o = m("o")(m("proj")(a))
         r1 = xq + o
         if on:
+            _observe_first(w, m("r1"), r1)
             op = ir.Add.from_scales("add1", [float(q_in.scale()), float(m("o").scale())], float(m("r1").scale()), 8)
             r1 = _straight(r1, op.run([_codes(xq, q_in), _codes(o, m("o"))]), float(m("r1").scale()))
         r1 = m("r1")(r1)
@@ -178,6 +191,7 @@ class EncoderBlock(Step):
         h2 = F.layer_norm(r1, (D,), ln2.weight, ln2.bias, ln2.eps)
         fa = m("fc1").act_quant
         if on:
+            _observe_first(w, fa, h2)
             op = ir.LayerNorm.from_params("ln2", ln2.weight.detach().numpy(), ln2.bias.detach().numpy(),
                                           float(fa.scale()), fa.bits)
             h2 = _straight(h2, op.run([_codes(r1, m("r1"))]), float(fa.scale()))
@@ -185,12 +199,14 @@ class EncoderBlock(Step):
         gg = F.gelu(g)
         ga = m("fc2").act_quant
         if on:
+            _observe_first(w, ga, gg)
             op = ir.GELU.from_scales("gelu", float(m("g").scale()), float(ga.scale()), ga.bits)
             gg = _straight(gg, op.run([_codes(g, m("g"))]), float(ga.scale()))
         f = m("f")(m("fc2")(gg))
         y = r1 + f
         if on and out_q is not None:
             oq = w.module(out_q)
+            _observe_first(w, oq, y)
             op = ir.Add.from_scales("add2", [float(m("r1").scale()), float(m("f").scale())], float(oq.scale()),
                                     w.bits(out_q))
             y = _straight(y, op.run([_codes(r1, m("r1")), _codes(f, m("f"))]), float(oq.scale()))
