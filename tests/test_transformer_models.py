@@ -51,3 +51,27 @@ def test_token_linears_are_priced_as_matmuls(name):
     tokens = [s for s in specs if s.op == "matmul" and s.shape[0] > 1]
     assert len(tokens) == 12 and all((s.qa, s.qw) == (4, 2) for s in tokens)
     assert all(n.op.spec(g.in_types(n)) is None for n in g.nodes if n.op.kind in ("softmax", "gelu", "layernorm"))
+
+
+@pytest.mark.slow
+def test_transformers_are_bit_exact_on_vexriscv_mico(digits):
+    """The generated C of both models on the RTL core (SIMD firmware), 3 test images each,
+    one booted session; a random mixed scheme per model."""
+    from helpers.models import need_target
+    from mpq.deploy import run_on_device
+    from mpq.memory import check_fits, model_memory
+
+    t = need_target("vexriscv-mico", mem_kib=1024)
+    s = t.open(t.build())
+    try:
+        for name in MODELS:
+            m, im = calibrated_integer_model(name, 7, digits.x_train)
+            gen = codegen.generate(im.graph, {"model": name})
+            image = codegen.compile_image(gen, t.model_toolchain())
+            check_fits(model_memory(gen, image), s.hello, t.name, 1024)
+            xq = im.quantize_input(digits.x_test[:3]).numpy()
+            run = run_on_device(s, im.graph, xq, image)
+            np.testing.assert_array_equal(run.outputs, np.asarray(im.forward_int(xq), dtype=np.int64), err_msg=name)
+            assert (run.times > 0).all()
+    finally:
+        s.close()
