@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from math import prod
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,7 +26,11 @@ POOL_OPS = ("maxpool", "avgpool", "maxpool1d", "avgpool1d", "gavgpool")
 SUM_OPS = ("add", "rescale")
 #: data movement: codes move, the width stays (out_bits = qa)
 MOVE_OPS = ("concat", "shuffle", "unfold")
-LAYER_OPS = POOL_OPS + SUM_OPS + MOVE_OPS
+#: transformer steps (kernels/ir/attention.py, norm.py): softmax writes 8-bit probabilities, the
+#: others write any width; the attention matmuls read two activation tensors (qw = 0: no weights)
+TRANSFORMER_OPS = ("softmax", "layernorm", "gelu", "transpose", "attn_qk", "attn_av")
+CODE_OPS = SUM_OPS + ("layernorm", "gelu", "attn_qk", "attn_av")      # out_bits is free
+LAYER_OPS = POOL_OPS + SUM_OPS + MOVE_OPS + TRANSFORMER_OPS
 ALL_OPS = OPS + LAYER_OPS
 MODES = ("kernel", "layer")
 WINDOW1D_OPS = ("maxpool1d", "avgpool1d", "unfold")
@@ -39,6 +44,10 @@ GAP_FIELDS = ("N", "C", "H", "W", "OH", "OW")
 SUM_FIELDS = ("N", "E")                    # E elements per image (any tensor shape)
 CONCAT_FIELDS = ("N", "C1", "C2", "S")     # two inputs of C1 and C2 channels, S elements per channel
 SHUFFLE_FIELDS = ("N", "C", "S", "G")      # C channels of S elements in G groups
+ROWS_FIELDS = ("N", "R", "L")              # softmax: R rows of L codes
+TOKENS_FIELDS = ("N", "T", "D")            # layer norm: T tokens of D features
+TRANSPOSE_FIELDS = ("N", "A", "B")         # (A, B) -> (B, A)
+ATTN_FIELDS = ("N", "H", "T", "S", "DH")   # heads, query tokens, key tokens, features per head
 LIMITS_HEADER = INCLUDE_DIR / "mico_limits.h"
 LIMIT_NAMES = ("MICO_MAX_DIM", "MICO_MAX_REDUCTION", "MICO_MAX_ELEMENTS")
 
@@ -148,7 +157,10 @@ class KernelSpec:
                                                     "maxpool1d": WINDOW1D_FIELDS, "avgpool1d": WINDOW1D_FIELDS,
                                                     "unfold": WINDOW1D_FIELDS, "gavgpool": GAP_FIELDS,
                                                     "add": SUM_FIELDS, "rescale": SUM_FIELDS,
-                                                    "concat": CONCAT_FIELDS, "shuffle": SHUFFLE_FIELDS}
+                                                    "concat": CONCAT_FIELDS, "shuffle": SHUFFLE_FIELDS,
+                                                    "softmax": ROWS_FIELDS, "layernorm": TOKENS_FIELDS,
+                                                    "gelu": SUM_FIELDS, "transpose": TRANSPOSE_FIELDS,
+                                                    "attn_qk": ATTN_FIELDS, "attn_av": ATTN_FIELDS}
 
     def __post_init__(self):
         if self.op not in ALL_OPS:
@@ -191,7 +203,10 @@ class KernelSpec:
             raise UserError(f"{self.op} is measured in layer mode only (a step of a generated model, not a "
                             "kernel of the bench firmware).")
         check_bits("qa", self.qa, BITS)
-        if self.op in SUM_OPS:
+        if self.op == "softmax":
+            if self.qw != 0 or self.out_bits != 8:
+                raise UserError("softmax has no weights and writes 8-bit probabilities: qw must be 0 and out_bits 8.")
+        elif self.op in CODE_OPS:
             if self.qw != 0 or self.out_bits not in BITS:
                 raise UserError(f"{self.op} has no weights and writes codes: qw must be 0 and out_bits one of "
                                 f"{', '.join(map(str, BITS))}.")
@@ -219,6 +234,8 @@ class KernelSpec:
             return "the output is larger than the input"
         elif self.op == "shuffle" and d["C"] % d["G"]:
             return f"groups G={d['G']} must divide C={d['C']}"
+        elif self.op == "layernorm" and d["D"] > 256:
+            return f"layer norm rows are at most 256 wide, not D={d['D']}"
         return ""
 
     def _window_out(self, axis: str = "W") -> int:
@@ -243,7 +260,7 @@ class KernelSpec:
     @property
     def out_hw(self) -> tuple[int, int]:
         d = self.dims
-        if self.op == "matmul" or self.op in SUM_OPS + ("concat", "shuffle"):
+        if self.op == "matmul" or self.op in SUM_OPS + ("concat", "shuffle") + TRANSFORMER_OPS:
             return (1, 1)
         if self.op == "gavgpool":
             return d["OH"], d["OW"]
@@ -268,6 +285,14 @@ class KernelSpec:
             return -(-d["H"] // d["OH"]) * -(-d["W"] // d["OW"])
         if self.op == "add":
             return 2
+        if self.op == "softmax":
+            return d["L"]
+        if self.op == "layernorm":
+            return d["D"]
+        if self.op == "attn_qk":
+            return d["DH"]
+        if self.op == "attn_av":
+            return d["S"]
         if self.op in LAYER_OPS:
             return 1
         return d["C"] // d["G"] * d["KS"] * d["KS"]
@@ -279,6 +304,12 @@ class KernelSpec:
             return d["N"] * d["M"]
         if self.op in SUM_OPS + ("concat", "shuffle"):
             return self.act_count // (2 if self.op == "add" else 1)
+        if self.op in ("softmax", "layernorm", "gelu", "transpose"):
+            return self.act_count
+        if self.op == "attn_qk":
+            return d["N"] * d["H"] * d["T"] * d["S"]
+        if self.op == "attn_av":
+            return d["N"] * d["T"] * d["H"] * d["DH"]
         oh, ow = self.out_hw
         if self.op == "unfold":
             return d["N"] * d["C"] * d["KS"] * ow
@@ -305,6 +336,12 @@ class KernelSpec:
             return d["N"] * (d["C1"] + d["C2"]) * d["S"]
         if self.op == "shuffle":
             return d["N"] * d["C"] * d["S"]
+        if self.op in ("softmax", "layernorm", "gelu", "transpose"):
+            return prod(self.shape)
+        if self.op == "attn_qk":
+            return d["N"] * (d["T"] + d["S"]) * d["H"] * d["DH"]
+        if self.op == "attn_av":
+            return d["N"] * d["H"] * d["S"] * (d["T"] + d["DH"])
         if self.op in WINDOW1D_OPS:
             return d["N"] * d["C"] * d["L"]
         return d["N"] * d["C"] * d["H"] * d["W"]

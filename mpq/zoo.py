@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from harness.errors import UserError
-from harness.spec import SUM_OPS, KernelSpec
+from harness.spec import CODE_OPS, KernelSpec
 from kernels.reference import BITS
 
 from .models import DATASET_HW, MODELS, build_model, dataset_input, get_model
@@ -54,9 +54,12 @@ def zoo_shapes(batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
 def layer_variants(spec: KernelSpec, logits: bool) -> list[KernelSpec]:
     """A layer at every bit-width a scheme can give it: (qa, qw) for MAC layers, and the
     width of the codes it writes (the next layer's qa; int32 for the logits).  Adds and
-    rescales read one code and write another; pools and copies keep theirs."""
-    if spec.op in SUM_OPS:
+    rescales (and the transformer steps of harness.spec.CODE_OPS) read one code and write
+    another; softmax writes 8-bit probabilities; pools and copies keep theirs."""
+    if spec.op in CODE_OPS:
         return [replace(spec, qa=a, out_bits=o) for a in BITS for o in BITS]
+    if spec.op == "softmax":
+        return [replace(spec, qa=a) for a in BITS]
     if not spec.has_weights:
         return [replace(spec, qa=b, out_bits=b) for b in BITS]
     outs = (0,) if logits else BITS

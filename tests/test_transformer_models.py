@@ -38,9 +38,9 @@ def test_transformer_is_bit_exact_on_host_on_every_test_image(name, digits, host
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_token_linears_are_priced_as_matmuls(name):
-    """In kernel mode every token linear is the matmul with N = tokens at its scheme pair (the
-    latency model sums them); the attention / norm / GELU ops have no spec yet."""
+def test_every_step_is_priced(name):
+    """Kernel mode: every token linear is the matmul with N = tokens at its scheme pair.  Layer
+    mode: every timed step has a spec (the whole-model latency model sums them)."""
     from mpq.models import get_model
 
     m = get_model(name)
@@ -50,7 +50,44 @@ def test_token_linears_are_priced_as_matmuls(name):
     assert len(specs) == n and {s.op for s in specs} == {"conv2d", "matmul"}
     tokens = [s for s in specs if s.op == "matmul" and s.shape[0] > 1]
     assert len(tokens) == 12 and all((s.qa, s.qw) == (4, 2) for s in tokens)
-    assert all(n.op.spec(g.in_types(n)) is None for n in g.nodes if n.op.kind in ("softmax", "gelu", "layernorm"))
+    layer = g.specs(mode="layer")
+    assert len(layer) == len(g.timed_nodes)
+    assert {"softmax", "attn_qk", "attn_av", "layernorm", "gelu", "transpose", "add"} <= {s.op for s in layer}
+
+
+def test_layer_mode_graphs_of_the_new_specs_run_bit_exact_on_host(host):
+    """The one-layer measurement image of each new spec kind (and of a token linear: a
+    matmul spec with N > 1) runs on the host and equals its NumPy semantics."""
+    from harness.spec import KernelSpec
+    from kernels.ir.layer import graph_for_spec, layer_inputs
+    from mpq.deploy import run_on_device
+
+    session, tool = host
+    for spec in (KernelSpec("softmax", (1, 6, 15), 8, 0, "layer", 8),
+                 KernelSpec("layernorm", (1, 15, 32), 8, 0, "layer", 4),
+                 KernelSpec("gelu", (1, 15 * 64), 8, 0, "layer", 2),
+                 KernelSpec("transpose", (1, 32, 15), 4, 0, "layer", 4),
+                 KernelSpec("attn_qk", (1, 2, 15, 15, 16), 8, 0, "layer", 8),
+                 KernelSpec("attn_av", (1, 2, 15, 15, 16), 8, 0, "layer", 1),
+                 KernelSpec("matmul", (15, 64, 32), 4, 2, "layer", 8)):
+        g, in_type = graph_for_spec(spec, 3, evict_bytes=256)
+        assert g.spec(g.timed_nodes[-1], 1, "layer") == spec
+        x = layer_inputs(in_type, 3, 2)
+        gen = codegen.generate(g, code_output=True)
+        run = run_on_device(session, g, x, codegen.compile_image(gen, tool))
+        np.testing.assert_array_equal(run.outputs.reshape(2, -1), g.run(x).reshape(2, -1), err_msg=str(spec))
+
+
+def test_bad_transformer_specs_are_one_sentence():
+    from harness.errors import UserError
+    from harness.spec import KernelSpec
+
+    with pytest.raises(UserError, match="8-bit probabilities"):
+        KernelSpec("softmax", (1, 4, 4), 8, 0, "layer", 4)
+    with pytest.raises(UserError, match="at most 256 wide"):
+        KernelSpec("layernorm", (1, 4, 300), 8, 0, "layer", 8)
+    with pytest.raises(UserError, match="needs 5 numbers"):
+        KernelSpec("attn_qk", (1, 2, 4, 4), 8, 0, "layer", 8)
 
 
 @pytest.mark.slow

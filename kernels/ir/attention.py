@@ -13,6 +13,8 @@ Numeric spec: docs/formats.md, "Transformer ops".  In short:
   tensor: the MAC op of transformers (the bit-packed ``mico_matmul`` with N = T).
 * :class:`Transpose` -- (A, B) -> (B, A) codes (patch embedding -> tokens).
 
+The weightless ops are measured and priced in layer mode only (spec ops ``softmax``,
+``attn_qk``, ``attn_av``, ``transpose``; docs/ir.md, "Layer-mode spec kinds").
 Every op's C is its own ``c_support`` (compiled into the model image), so no
 firmware change is needed.  The C uses only 32-bit division and 64-bit
 multiplies/shifts (inline on rv32im).
@@ -138,6 +140,19 @@ class Softmax(Op):
 
     def cost_terms(self, ins, out):
         return {"elements_in": ins[0].numel, "elements_out": out.numel, "divides": out.numel}
+
+    def spec(self, ins, batch=1, mode="kernel"):
+        if mode != "layer":
+            return None
+        from harness.spec import KernelSpec
+
+        t = ins[0]
+        return KernelSpec("softmax", (batch, t.numel // t.shape[-1], t.shape[-1]), t.bits, 0, "layer", 8)
+
+    @classmethod
+    def from_spec(cls, spec):
+        N, R, L = spec.shape
+        return cls(name=spec.op), TensorType((R, L), spec.qa)
 
 
     def c_body(self, ctx):
@@ -289,6 +304,24 @@ class AttnMatMul(Op):
         H, T, S, dh = self._dims(ins)
         return {"macs": H * T * S * dh, "elements_in": ins[0].numel + ins[1].numel, "elements_out": out.numel}
 
+    def spec(self, ins, batch=1, mode="kernel"):
+        """Layer mode only (the C is the model's own, not a bench-firmware kernel); both
+        inputs are read as int8 values, so the time does not depend on their widths: qa is
+        the first input's, qw 0."""
+        if mode != "layer":
+            return None
+        from harness.spec import KernelSpec
+
+        H, T, S, dh = self._dims(ins)
+        return KernelSpec(f"attn_{self.mode}", (batch, H, T, S, dh), ins[0].bits, 0, "layer", self.out_bits)
+
+    @classmethod
+    def from_spec(cls, spec):
+        N, H, T, S, dh = spec.shape
+        mode = spec.op[len("attn_"):]
+        a = TensorType((T, H * dh), spec.qa) if mode == "qk" else TensorType((H, T, S), spec.qa)
+        return cls(name=spec.op, mode=mode, heads=H, out_bits=spec.out_bits), [a, TensorType((S, H * dh), spec.qa)]
+
 
     def c_decls(self, ctx):
         s = ctx.sym
@@ -345,14 +378,19 @@ class TokenLinear(Linear):
         return rq.apply(acc, 2)
 
     def spec(self, ins, batch=1, mode="kernel"):
-        """Kernel mode: the matmul with N = T rows.  Layer mode: none yet (a layer-mode
-        measurement image runs one N = 1 row; a token-wise one is not built)."""
-        if mode != "kernel":
-            return None
+        """The matmul with N = T rows (one image: batch 1).  In layer mode a matmul spec
+        with N > 1 is rebuilt as this op (kernels/ir/layer.py)."""
         from harness.spec import KernelSpec
 
         T, K = ins[0].shape
-        return KernelSpec("matmul", (batch * T, self.out_features, K), self.qa, self.qw, mode, 0)
+        return KernelSpec("matmul", (batch * T, self.out_features, K), self.qa, self.qw, mode,
+                          self.out_bits if mode == "layer" else 0)
+
+    @classmethod
+    def from_spec(cls, spec):
+        N, M, K = spec.shape
+        return cls(name="matmul", qa=spec.qa, qw=spec.qw, out_bits=spec.out_bits, out_features=M), \
+            TensorType((N, K), spec.qa)
 
     def cost_terms(self, ins, out):
         T, K = ins[0].shape
@@ -401,6 +439,18 @@ class Transpose(Op):
 
     def run(self, xs):
         return np.swapaxes(xs[0], 1, 2)
+
+    def spec(self, ins, batch=1, mode="kernel"):
+        if mode != "layer":
+            return None
+        from harness.spec import KernelSpec
+
+        return KernelSpec("transpose", (batch, *ins[0].shape), ins[0].bits, 0, "layer", ins[0].bits)
+
+    @classmethod
+    def from_spec(cls, spec):
+        N, A, B = spec.shape
+        return cls(name=spec.op), TensorType((A, B), spec.qa)
 
 
     def c_body(self, ctx):

@@ -151,11 +151,15 @@ SPEC_OPS: dict[str, type] = {}
 def _register_builtin() -> None:
     from .eltwise import Add, Rescale
     from .layout import ChannelShuffle, Concat, Unfold1d
+    from .attention import AttnMatMul, Softmax, Transpose
+    from .norm import GELU, LayerNorm
     from .ops import AdaptiveAvgPool, Conv2d, Linear, Pool
 
     SPEC_OPS.update({"conv2d": Conv2d, "matmul": Linear, "maxpool": Pool, "avgpool": Pool, "maxpool1d": Pool,
                      "avgpool1d": Pool, "gavgpool": AdaptiveAvgPool, "add": Add, "rescale": Rescale,
-                     "concat": Concat, "shuffle": ChannelShuffle, "unfold": Unfold1d})
+                     "concat": Concat, "shuffle": ChannelShuffle, "unfold": Unfold1d, "softmax": Softmax,
+                     "layernorm": LayerNorm, "gelu": GELU, "transpose": Transpose, "attn_qk": AttnMatMul,
+                     "attn_av": AttnMatMul})
 
 
 _register_builtin()
@@ -166,9 +170,13 @@ def graph_for_spec(spec, seed: int, evict_bytes: int = 0, warm: bool = True,
     """The measurement graph of a layer-mode spec (one image: N must be 1) and its input type."""
     if spec.mode != "layer":
         raise IRError(f"{spec} is not a layer-mode spec.")
-    if spec.shape[0] != 1:
-        raise IRError(f"layer mode measures one image at a time (N=1), not N={spec.shape[0]}.")
     cls = SPEC_OPS.get(spec.op)
+    if spec.op == "matmul" and spec.shape[0] > 1:
+        from .attention import TokenLinear
+
+        cls = TokenLinear                   # one image's tokens: N rows of one matmul
+    elif spec.shape[0] != 1:
+        raise IRError(f"layer mode measures one image at a time (N=1), not N={spec.shape[0]}.")
     if cls is None:
         raise IRError(f"no IR op measures {spec.op!r} in layer mode.")
     op, in_type = cls.from_spec(spec)

@@ -150,6 +150,19 @@ class LayerNorm(Op):
         T, D = ins[0].shape
         return {"elements_in": ins[0].numel, "elements_out": out.numel, "divides": out.numel, "rows": T}
 
+    def spec(self, ins, batch=1, mode="kernel"):
+        if mode != "layer":
+            return None
+        from harness.spec import KernelSpec
+
+        T, D = ins[0].shape
+        return KernelSpec("layernorm", (batch, T, D), ins[0].bits, 0, "layer", self.out_bits)
+
+    @classmethod
+    def from_spec(cls, spec):
+        N, T, D = spec.shape
+        return cls(name=spec.op, out_bits=spec.out_bits), TensorType((T, D), spec.qa)
+
 
     def c_decls(self, ctx):
         s = ctx.sym
@@ -251,6 +264,17 @@ class GELU(Op):
     def scratch(self, ins, out):
         return Scratch(acc_words=out.numel)
 
+    def spec(self, ins, batch=1, mode="kernel"):
+        if mode != "layer":
+            return None
+        from harness.spec import KernelSpec
+
+        return KernelSpec("gelu", (batch, ins[0].numel), ins[0].bits, 0, "layer", self.out_bits)
+
+    @classmethod
+    def from_spec(cls, spec):
+        N, E = spec.shape
+        return cls(name=spec.op, out_bits=spec.out_bits), TensorType((E,), spec.qa)
 
     def c_decls(self, ctx):
         s = ctx.sym
