@@ -112,3 +112,31 @@ def test_transformers_are_bit_exact_on_vexriscv_mico(digits):
             assert (run.times > 0).all()
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fake_quant_agrees_with_the_integer_model(name, digits):
+    """Trained briefly: the fake-quant model and its integer model predict alike on >= 99% of the
+    test images at 8x8 and at a mixed scheme where k and v read LN1's output at other widths
+    than q (rescales of a tied code)."""
+    import torch
+
+    from mpq.integer import build_integer_model
+    from mpq.models import get_model
+    from mpq.train import accuracy, quantize, set_seed, train_float
+
+    torch.set_num_threads(1)
+    set_seed(0)
+    m = get_model(name)
+    train_float(m, digits.x_train, digits.y_train, epochs=4, seed=0)
+    n = len(m.layer_names)
+    mixed = [(8, 8), (8, 4), (4, 8), (2, 4)] + [(4, 4), (8, 2)] * ((n - 4) // 2)
+    for scheme in ([(8, 8)] * n, mixed):
+        q = quantize(m, scheme, digits.x_train, seed=0)
+        im = build_integer_model(q)
+        if scheme is mixed:
+            assert any(nd.op.kind == "rescale" for nd in im.graph.nodes)
+        with torch.no_grad():
+            fq = q(digits.x_test).argmax(1)
+        assert float((fq == im.predict(digits.x_test)).float().mean()) >= 0.99, scheme
+    assert accuracy(q, digits.x_test, digits.y_test) > 0.4
