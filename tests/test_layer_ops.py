@@ -24,7 +24,14 @@ ONE_OF_EACH = [KernelSpec("add", (1, 64), 8, 0, "layer", 8), KernelSpec("add", (
                KernelSpec("avgpool1d", (1, 4, 21, 3, 2, 1), 1, 0, "layer", 1),
                KernelSpec("avgpool", (1, 5, 7, 7, 3, 2, 1), 8, 0, "layer", 8),
                KernelSpec("maxpool", (1, 5, 8, 8, 3, 2, 1), 4, 0, "layer", 4),
-               KernelSpec("gavgpool", (1, 6, 5, 7, 2, 3), 8, 0, "layer", 8)]
+               KernelSpec("gavgpool", (1, 6, 5, 7, 2, 3), 8, 0, "layer", 8),
+               # transformer steps (kernels/ir/attention.py, norm.py)
+               KernelSpec("softmax", (1, 3, 7), 8, 0, "layer", 8),
+               KernelSpec("layernorm", (1, 3, 10), 8, 0, "layer", 4),
+               KernelSpec("gelu", (1, 21), 8, 0, "layer", 8),
+               KernelSpec("transpose", (1, 3, 5), 2, 0, "layer", 2),
+               KernelSpec("attn_qk", (1, 2, 3, 5, 4), 8, 0, "layer", 8),
+               KernelSpec("attn_av", (1, 2, 3, 5, 4), 8, 0, "layer", 2)]
 
 
 def test_layer_op_specs_count_and_refuse_impossible_shapes():
