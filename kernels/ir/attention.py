@@ -37,7 +37,7 @@ from .types import IRError, Requant, TensorType, quantize_multiplier
 EXP_FRAC = 16
 #: 2^-f ~= 1 + f*(C1 + f*(C2 + f*C3)) on f in [0, 1), coefficients in Q15
 #: (relative-error minimax-like cubic with the constant term pinned to 1, so the row maximum maps to
-#: exactly 2^15; benchmarks/bench_transformer_ops.py measures its error)
+#: exactly 2^15; benchmarks/bench_transformer.py measures its error)
 EXP2_C = (-22661, 7575, -1298)
 SOFTMAX_ONE = 127                  # the output code of probability 1.0 (scale 1/127)
 

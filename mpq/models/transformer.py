@@ -27,11 +27,10 @@ from torch import nn
 
 from kernels import ir
 
-from ..quant import ActFakeQuant, QLinear, quantize_codes
+from ..quant import ActFakeQuant, QConv2d, QLinear, quantize_codes
 from .base import PASS, FlattenStep, Layer, QRef, QuantModel, Step, TiedActQuant, _rounded_pool, _Val, first_quant
 from .blocks import image_shape, sequence_shape
 from .layers import QConv1d
-from ..quant import QConv2d
 
 
 class QTokenLinear(QLinear):
@@ -52,6 +51,11 @@ class QTokenLinear(QLinear):
     def ir_op(self, name, qa, qw, out_bits, weight=None, rq=None, out_signed=True):
         return ir.TokenLinear(name=name, qa=qa, qw=qw, out_bits=out_bits, weight=weight, rq=rq,
                               out_features=self.out_features, out_signed=out_signed)
+
+
+def _s(q: ActFakeQuant) -> float:
+    """A quantiser's scale as a number (learned LSQ scales included, no gradient)."""
+    return float(q.scale().detach())
 
 
 def _codes(x: torch.Tensor, q: ActFakeQuant) -> np.ndarray:
@@ -152,8 +156,8 @@ class EncoderBlock(Step):
             qa = m("q").act_quant
             _observe_first(w, qa, h)
             op = ir.LayerNorm.from_params("ln1", ln1.weight.detach().numpy(), ln1.bias.detach().numpy(),
-                                          float(qa.scale()), qa.bits)
-            h = _straight(h, op.run([_codes(xq, q_in)]), float(qa.scale()))
+                                          _s(qa), qa.bits)
+            h = _straight(h, op.run([_codes(xq, q_in)]), _s(qa))
         hq = m("q").act_quant(h) if on else h       # observe first: k and v may be tied to it
         q = m("qq")(m("q")(h))
         k = m("qk")(m("k")(hq if on else h))
@@ -166,26 +170,26 @@ class EncoderBlock(Step):
         s = qh @ kh.transpose(-1, -2) / math.sqrt(dh)                 # (N, H, T, T)
         if on:
             _observe_first(w, m("s"), s)
-            op = ir.AttnMatMul.from_scales("qk", "qk", H, float(m("qq").scale()), float(m("qk").scale()) / math.sqrt(dh),
-                                           float(m("s").scale()), 8)
-            s = _straight(s, op.run([_codes(q, m("qq")), _codes(k, m("qk"))]), float(m("s").scale()))
+            op = ir.AttnMatMul.from_scales("qk", "qk", H, _s(m("qq")), _s(m("qk")) / math.sqrt(dh),
+                                           _s(m("s")), 8)
+            s = _straight(s, op.run([_codes(q, m("qq")), _codes(k, m("qk"))]), _s(m("s")))
         s = m("s")(s)
         p = torch.softmax(s, dim=-1)
         if on:
-            p = _straight(p, ir.Softmax.from_scale("sm", float(m("s").scale())).run([_codes(s, m("s"))]), 1 / 127)
+            p = _straight(p, ir.Softmax.from_scale("sm", _s(m("s"))).run([_codes(s, m("s"))]), 1 / 127)
         a = (p @ vh).transpose(1, 2).reshape(N, T, D)
         pa = m("proj").act_quant
         if on:
             _observe_first(w, pa, a)
-            op = ir.AttnMatMul.from_scales("av", "av", H, 1 / 127, float(m("qv").scale()), float(pa.scale()), pa.bits)
+            op = ir.AttnMatMul.from_scales("av", "av", H, 1 / 127, _s(m("qv")), _s(pa), pa.bits)
             a = _straight(a, op.run([np.round(p.detach().numpy() * 127).astype(np.int64), _codes(v, m("qv"))]),
-                          float(pa.scale()))
+                          _s(pa))
         o = m("o")(m("proj")(a))
         r1 = xq + o
         if on:
             _observe_first(w, m("r1"), r1)
-            op = ir.Add.from_scales("add1", [float(q_in.scale()), float(m("o").scale())], float(m("r1").scale()), 8)
-            r1 = _straight(r1, op.run([_codes(xq, q_in), _codes(o, m("o"))]), float(m("r1").scale()))
+            op = ir.Add.from_scales("add1", [_s(q_in), _s(m("o"))], _s(m("r1")), 8)
+            r1 = _straight(r1, op.run([_codes(xq, q_in), _codes(o, m("o"))]), _s(m("r1")))
         r1 = m("r1")(r1)
         # MLP
         h2 = F.layer_norm(r1, (D,), ln2.weight, ln2.bias, ln2.eps)
@@ -193,23 +197,23 @@ class EncoderBlock(Step):
         if on:
             _observe_first(w, fa, h2)
             op = ir.LayerNorm.from_params("ln2", ln2.weight.detach().numpy(), ln2.bias.detach().numpy(),
-                                          float(fa.scale()), fa.bits)
-            h2 = _straight(h2, op.run([_codes(r1, m("r1"))]), float(fa.scale()))
+                                          _s(fa), fa.bits)
+            h2 = _straight(h2, op.run([_codes(r1, m("r1"))]), _s(fa))
         g = m("g")(m("fc1")(h2))
         gg = F.gelu(g)
         ga = m("fc2").act_quant
         if on:
             _observe_first(w, ga, gg)
-            op = ir.GELU.from_scales("gelu", float(m("g").scale()), float(ga.scale()), ga.bits)
-            gg = _straight(gg, op.run([_codes(g, m("g"))]), float(ga.scale()))
+            op = ir.GELU.from_scales("gelu", _s(m("g")), _s(ga), ga.bits)
+            gg = _straight(gg, op.run([_codes(g, m("g"))]), _s(ga))
         f = m("f")(m("fc2")(gg))
         y = r1 + f
         if on and out_q is not None:
             oq = w.module(out_q)
             _observe_first(w, oq, y)
-            op = ir.Add.from_scales("add2", [float(m("r1").scale()), float(m("f").scale())], float(oq.scale()),
+            op = ir.Add.from_scales("add2", [_s(m("r1")), _s(m("f"))], _s(oq),
                                     w.bits(out_q))
-            y = _straight(y, op.run([_codes(r1, m("r1")), _codes(f, m("f"))]), float(oq.scale()))
+            y = _straight(y, op.run([_codes(r1, m("r1")), _codes(f, m("f"))]), _s(oq))
         return y, out_q
 
     # ---- the layer IR ---------------------------------------------------------------------------
