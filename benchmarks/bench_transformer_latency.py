@@ -36,10 +36,10 @@ def main() -> None:
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        store = str(Path(tmp) / "store.db")
         param = ["--param", f"mem_kib={a.mem_kib}"]
         for name in a.models:
             t0 = time.perf_counter()
+            store = str(Path(tmp) / f"{name}-store.db")        # one build per store: no fingerprint to pick
             mico("sweep", "--target", a.target, *param, "--plan", f"model:{name}", "--mode", "layer", "--store", store,
                  "--jobs", "2", "--no-progress")
             proxy = str(Path(tmp) / f"{name}-proxy.json")

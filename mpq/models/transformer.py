@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +30,7 @@ from ..quant import ActFakeQuant, QConv2d, QLinear, quantize_codes
 from .base import PASS, FlattenStep, Layer, QRef, QuantModel, Step, TiedActQuant, _rounded_pool, _Val, first_quant
 from .blocks import image_shape, sequence_shape
 from .layers import QConv1d
+from .transformer_ops import fq_add, fq_attn_av, fq_attn_qk, fq_gelu, fq_layernorm, fq_softmax
 
 
 class QTokenLinear(QLinear):
@@ -51,31 +51,6 @@ class QTokenLinear(QLinear):
     def ir_op(self, name, qa, qw, out_bits, weight=None, rq=None, out_signed=True):
         return ir.TokenLinear(name=name, qa=qa, qw=qw, out_bits=out_bits, weight=weight, rq=rq,
                               out_features=self.out_features, out_signed=out_signed)
-
-
-def _s(q: ActFakeQuant) -> float:
-    """A quantiser's scale as a number (learned LSQ scales included, no gradient)."""
-    return float(q.scale().detach())
-
-
-def _codes(x: torch.Tensor, q: ActFakeQuant) -> np.ndarray:
-    """Integer codes of a tensor already on ``q``'s grid."""
-    return torch.round(x.detach() / q.scale().detach()).to(torch.int64).numpy()
-
-
-def _observe_first(w, q: ActFakeQuant, f: torch.Tensor) -> None:
-    """Let ``q`` calibrate on the float value ``f`` of an op whose integer result is written
-    on ``q``'s code, before that scale is used (observing the integer result would freeze a
-    clipped scale: it can never exceed the range the scale already has)."""
-    if w.model.training and bool(q.observer_enabled[0]) and q.lsq_scale is None:
-        q.observe(f)
-        w.suspend_observer(q)
-
-
-def _straight(f: torch.Tensor, y_codes: np.ndarray, scale: float) -> torch.Tensor:
-    """Value of the integer result, gradient of the float one."""
-    y = torch.from_numpy(np.asarray(y_codes, dtype=np.float32)).to(f.dtype) * float(scale)
-    return f + (y.reshape(f.shape) - f).detach()
 
 
 @dataclass(frozen=True)
@@ -142,79 +117,31 @@ class EncoderBlock(Step):
     def _mod(self, w, x):
         return getattr(w.model, f"{self.name}_{x}")
 
-    # ---- torch --------------------------------------------------------------------------------
+    # ---- torch (mpq/models/transformer_ops.py: float gradient, the IR ops' integers as values) ------
     def forward(self, w, x, code, rest, cont):
         out_q = first_quant(w, rest, cont)
         m = lambda k: getattr(w.model, f"{self.name}_{k}")          # noqa: E731
+        sus = w.suspend_observer
         q_in = m("in")
-        on = q_in.enabled
         xq = q_in(x)
-        ln1, ln2 = m("ln1"), m("ln2")
-        # attention
-        h = F.layer_norm(xq, (xq.shape[-1],), ln1.weight, ln1.bias, ln1.eps)
-        if on:
-            qa = m("q").act_quant
-            _observe_first(w, qa, h)
-            op = ir.LayerNorm.from_params("ln1", ln1.weight.detach().numpy(), ln1.bias.detach().numpy(),
-                                          _s(qa), qa.bits)
-            h = _straight(h, op.run([_codes(xq, q_in)]), _s(qa))
-        hq = m("q").act_quant(h) if on else h       # observe first: k and v may be tied to it
-        q = m("qq")(m("q")(h))
-        k = m("qk")(m("k")(hq if on else h))
-        v = m("qv")(m("v")(hq if on else h))
-        N, T, D = q.shape
-        H, dh = self.heads, D // self.heads
-        qh = q.reshape(N, T, H, dh).transpose(1, 2)
-        kh = k.reshape(N, T, H, dh).transpose(1, 2)
-        vh = v.reshape(N, T, H, dh).transpose(1, 2)
-        s = qh @ kh.transpose(-1, -2) / math.sqrt(dh)                 # (N, H, T, T)
-        if on:
-            _observe_first(w, m("s"), s)
-            op = ir.AttnMatMul.from_scales("qk", "qk", H, _s(m("qq")), _s(m("qk")) / math.sqrt(dh),
-                                           _s(m("s")), 8)
-            s = _straight(s, op.run([_codes(q, m("qq")), _codes(k, m("qk"))]), _s(m("s")))
-        s = m("s")(s)
-        p = torch.softmax(s, dim=-1)
-        if on:
-            p = _straight(p, ir.Softmax.from_scale("sm", _s(m("s"))).run([_codes(s, m("s"))]), 1 / 127)
-        a = (p @ vh).transpose(1, 2).reshape(N, T, D)
-        pa = m("proj").act_quant
-        if on:
-            _observe_first(w, pa, a)
-            op = ir.AttnMatMul.from_scales("av", "av", H, 1 / 127, _s(m("qv")), _s(pa), pa.bits)
-            a = _straight(a, op.run([np.round(p.detach().numpy() * 127).astype(np.int64), _codes(v, m("qv"))]),
-                          _s(pa))
+        qa = m("q").act_quant
+        h = fq_layernorm(xq, q_in, m("ln1"), qa, sus)
+        hq = qa(h)                            # k and v read it on q's code (tied quantisers)
+        q = m("qq")(m("q")(hq))
+        k = m("qk")(m("k")(hq))
+        v = m("qv")(m("v")(hq))
+        s = m("s")(fq_attn_qk(q, m("qq"), k, m("qk"), self.heads, m("s"), sus))
+        p = fq_softmax(s, m("s"))
+        a = fq_attn_av(p, v, m("qv"), self.heads, m("proj").act_quant, sus)
         o = m("o")(m("proj")(a))
-        r1 = xq + o
-        if on:
-            _observe_first(w, m("r1"), r1)
-            op = ir.Add.from_scales("add1", [_s(q_in), _s(m("o"))], _s(m("r1")), 8)
-            r1 = _straight(r1, op.run([_codes(xq, q_in), _codes(o, m("o"))]), _s(m("r1")))
-        r1 = m("r1")(r1)
-        # MLP
-        h2 = F.layer_norm(r1, (D,), ln2.weight, ln2.bias, ln2.eps)
-        fa = m("fc1").act_quant
-        if on:
-            _observe_first(w, fa, h2)
-            op = ir.LayerNorm.from_params("ln2", ln2.weight.detach().numpy(), ln2.bias.detach().numpy(),
-                                          _s(fa), fa.bits)
-            h2 = _straight(h2, op.run([_codes(r1, m("r1"))]), _s(fa))
+        r1 = m("r1")(fq_add(xq, q_in, o, m("o"), m("r1"), sus))
+        h2 = fq_layernorm(r1, m("r1"), m("ln2"), m("fc1").act_quant, sus)
         g = m("g")(m("fc1")(h2))
-        gg = F.gelu(g)
-        ga = m("fc2").act_quant
-        if on:
-            _observe_first(w, ga, gg)
-            op = ir.GELU.from_scales("gelu", _s(m("g")), _s(ga), ga.bits)
-            gg = _straight(gg, op.run([_codes(g, m("g"))]), _s(ga))
+        gg = fq_gelu(g, m("g"), m("fc2").act_quant, sus)
         f = m("f")(m("fc2")(gg))
-        y = r1 + f
-        if on and out_q is not None:
-            oq = w.module(out_q)
-            _observe_first(w, oq, y)
-            op = ir.Add.from_scales("add2", [_s(m("r1")), _s(m("f"))], _s(oq),
-                                    w.bits(out_q))
-            y = _straight(y, op.run([_codes(r1, m("r1")), _codes(f, m("f"))]), _s(oq))
-        return y, out_q
+        if out_q is None:
+            return r1 + f, out_q
+        return fq_add(r1, m("r1"), f, m("f"), w.module(out_q), sus), out_q
 
     # ---- the layer IR ---------------------------------------------------------------------------
     def lower(self, w, v, rest, cont):
