@@ -140,3 +140,17 @@ def test_fake_quant_agrees_with_the_integer_model(name, digits):
             fq = q(digits.x_test).argmax(1)
         assert float((fq == im.predict(digits.x_test)).float().mean()) >= 0.99, scheme
     assert accuracy(q, digits.x_test, digits.y_test) > 0.4
+
+
+def test_input_shapes_and_bad_inputs():
+    """vit_tiny on 32x32 images (4x4 patches: 64 tokens) and kws_transformer on a 1-D view; an
+    image model on sequences is refused in one sentence."""
+    from harness.errors import UserError
+    from mpq.models import build_model
+
+    g = build_model("vit_tiny", (1, 32, 32)).lower()
+    assert g.nodes[[n.op.kind for n in g.nodes].index("softmax")].type.shape == (2, 64, 64)
+    g = build_model("kws_transformer", (1, 64)).lower()
+    assert g.nodes[[n.op.kind for n in g.nodes].index("softmax")].type.shape == (2, 15, 15)
+    with pytest.raises(UserError, match="takes \\(C, H, W\\) images"):
+        build_model("vit_tiny", (1, 64))
