@@ -9,9 +9,11 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+from .attention import AttnMatMul, Softmax, TokenLinear, Transpose
 from .eltwise import Add, Rescale, add_multipliers
 from .emit import EmitContext, c_ident
 from .graph import INPUT, Graph, Node, chain
+from .norm import GELU, LayerNorm
 from .layout import ChannelShuffle, Concat, Reshape, Unfold1d
 from .ops import MAC_OPS, AdaptiveAvgPool, Conv2d, Flatten, Linear, Op, Pool, Scratch
 from .types import UNSIGNED_BITS, IRError, Requant, TensorType, quantize_multiplier  # noqa: F401
@@ -19,7 +21,8 @@ from .types import UNSIGNED_BITS, IRError, Requant, TensorType, quantize_multipl
 __all__ = ["Add", "Rescale", "add_multipliers", "EmitContext", "c_ident", "INPUT", "Graph", "Node", "chain",
            "ChannelShuffle", "Concat", "Reshape", "Unfold1d", "MAC_OPS", "AdaptiveAvgPool", "Conv2d", "Flatten",
            "Linear", "Op", "Pool", "Scratch", "IRError", "Requant", "TensorType", "quantize_multiplier",
-           "generator_digest"]
+           "generator_digest", "AttnMatMul", "Softmax", "TokenLinear", "Transpose", "GELU",
+           "LayerNorm"]
 
 
 @lru_cache(maxsize=1)
