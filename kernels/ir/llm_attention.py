@@ -1,102 +1,67 @@
-"""Causal attention of the tiny LLaMA on int8 codes: QK^T, integer softmax, AV, per-head requant.
+"""Causal attention of the tiny LLaMA over its KV cache, built from the attention IR ops.
 
-INTERIM: issue 17 gives the integer softmax and the activation x activation
-matmuls to the ``xfops`` branch; until its "softmax:" commit is merged this module
-holds the minimal one the LLM token loop needs (base-2 exponent: a 256-entry
-Q15 table of 2^-f/256 and a shift).  Replace ``softmax_q15`` by xfops' op when it
-lands; the attention interface (``attention_params``, ``causal_attention``,
-``C_SUPPORT``'s ``llm_attend``) stays.
-
-Numerics, per head and query position t (keys j <= t):
-``s_j = sum_d q_d k_jd`` (int32);  ``u_j = round_shift((max s - s_j) * M, S)`` is
-``(max - s_j) * s_q s_k / sqrt(hd) * log2(e)`` in Q8;  ``e_j = EXP2[u_j & 255] >> (u_j >> 8)``
-(0 once the shift reaches 31);  ``p_j = floor((e_j * 2^15 + E/2) / E)`` with ``E = sum e``;
-``o_d = sum_j p_j v_jd`` (int32), requantised per head onto wo's input codes.
+The ops are xfops' (``kernels/ir/attention.py``, docs/formats.md "Transformer
+ops"): ``AttnMatMul(qk)`` with the 1/sqrt(hd) folded into the per-head
+requantisation onto 8-bit score codes, ``Softmax`` (shift-based exp2, codes of
+scale 1/127), ``AttnMatMul(av)`` requantised per head onto the codes wo reads.
+This module only applies them causally: the query at position t reads the keys
+0..t, which is exactly one decode step of the generated C over a KV cache of
+t + 1 rows (``C_BODY``), so the batched reference and the token loop agree.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from .llm import requant_codes, round_shift
-from .types import quantize_multiplier
-
-EXP2 = np.round((1 << 15) * 2.0 ** (-np.arange(256) / 256.0)).astype(np.int64)   # Q15, EXP2[0] = 32768
-U_MAX = 31 << 8
+from .attention import AttnMatMul, Softmax
 
 
-def attention_params(heads: int, head_dim: int, s_q: float, s_k: float, s_v: float, s_o: float, bits: int):
-    """(softmax parameters, per-head requantisation of AV onto ``bits``-bit codes of scale ``s_o``)."""
-    m, s = quantize_multiplier(s_q * s_k / math.sqrt(head_dim) * math.log2(math.e) * 256.0)
-    om, osh = quantize_multiplier(s_v / (1 << 15) / s_o)
-    return ({"mult": m, "shift": s},
-            {"mult": np.full(heads, om, dtype=np.int64), "shift": np.full(heads, osh, dtype=np.int64), "bits": bits})
+@dataclass
+class CausalAttention:
+    qk: AttnMatMul
+    softmax: Softmax
+    av: AttnMatMul
+    heads: int
 
+    @classmethod
+    def from_scales(cls, name: str, heads: int, head_dim: int, s_q: float, s_k: float, s_score: float,
+                    s_v: float, s_o: float, out_bits: int) -> "CausalAttention":
+        """``s_score``: scale of the score codes (of ``q.k / sqrt(hd)``); ``s_o``: of wo's input codes."""
+        qk = AttnMatMul.from_scales(f"{name}_qk", "qk", heads, s_q, s_k, s_score * math.sqrt(head_dim), 8)
+        sm = Softmax.from_scale(f"{name}_softmax", s_score)
+        av = AttnMatMul.from_scales(f"{name}_av", "av", heads, 1.0 / 127, s_v, s_o, out_bits)
+        return cls(qk, sm, av, heads)
 
-def softmax_q15(scores: np.ndarray, mask: np.ndarray, mult: int, shift: int) -> np.ndarray:
-    """Q15 probabilities of int32 scores along the last axis; ``mask`` False entries get 0."""
-    s = np.where(mask, scores, np.iinfo(np.int64).min // 4)
-    mx = s.max(axis=-1, keepdims=True)
-    u = np.minimum(round_shift((mx - np.where(mask, scores, mx)) * mult, shift), U_MAX)
-    e = np.where(mask, EXP2[u & 255] >> (u >> 8), 0)
-    tot = e.sum(axis=-1, keepdims=True)
-    return (e * (1 << 15) + tot // 2) // tot
+    def run(self, q, k, v) -> np.ndarray:
+        """int8 codes (B, T, D) -> wo's input codes (B, T, D); position t attends to 0..t."""
+        q, k, v = (np.asarray(a, dtype=np.int64) for a in (q, k, v))
+        out = np.empty_like(q)
+        for t in range(q.shape[1]):
+            s = self.qk.run([q[:, t:t + 1], k[:, :t + 1]])           # (B, H, 1, t+1)
+            p = self.softmax.run([s])
+            out[:, t:t + 1] = self.av.run([p, v[:, :t + 1]])
+        return out
 
+    def c_decls(self, sym: str, ctx_array) -> str:
+        rows = []
+        for op, tag in ((self.qk, "qk"), (self.av, "av")):
+            rq = op.rq
+            rows += [ctx_array("int32_t", f"{sym}_{tag}_b", rq.bias), ctx_array("int32_t", f"{sym}_{tag}_m", rq.mult),
+                     ctx_array("uint8_t", f"{sym}_{tag}_s", rq.shift)]
+        return "\n".join(rows)
 
-def causal_attention(q, k, v, heads: int, att: dict, o_in: dict) -> np.ndarray:
-    """int8 codes (B, T, D) -> wo's input codes (B, T, D)."""
-    q, k, v = (np.asarray(a, dtype=np.int64) for a in (q, k, v))
-    B, T, D = q.shape
-    hd = D // heads
-    qh, kh, vh = (a.reshape(B, T, heads, hd).transpose(0, 2, 1, 3) for a in (q, k, v))
-    scores = qh @ kh.transpose(0, 1, 3, 2)                          # (B, H, T, T)
-    mask = np.tril(np.ones((T, T), dtype=bool))
-    p = softmax_q15(scores, mask, att["mult"], att["shift"])
-    o = p @ vh                                                      # (B, H, T, hd)
-    out = np.empty_like(o)
-    for h in range(heads):
-        out[:, h] = requant_codes(o[:, h], o_in["mult"][h], o_in["shift"][h], o_in["bits"])
-    return out.transpose(0, 2, 1, 3).reshape(B, T, D)
-
-
-C_SUPPORT = r"""
-/* ---- attention of one query over the KV cache (kernels/ir/llm_attention.py) ---- */
-static const int32_t llm_exp2[256] = {EXP2_TABLE};
-
-static void llm_attend(const int8_t *q, const int8_t *kc, const int8_t *vc, uint32_t len, uint32_t heads,
-                       uint32_t hd, uint32_t d, int32_t mult, uint32_t shift, const int32_t *omult,
-                       const uint8_t *oshift, int out_bits, int32_t *sc, int32_t *o32, int8_t *out) {
-    int32_t lo = -(1 << (out_bits - 1)), hi = (1 << (out_bits - 1)) - 1;
-    for (uint32_t h = 0; h < heads; h++) {
-        const int8_t *qh = q + h * hd;
-        int32_t mx = 0;
-        for (uint32_t j = 0; j < len; j++) {
-            const int8_t *kj = kc + j * d + h * hd;
-            int32_t s = 0;
-            for (uint32_t i = 0; i < hd; i++) s += (int32_t)qh[i] * kj[i];
-            sc[j] = s;
-            if (j == 0 || s > mx) mx = s;
-        }
-        uint32_t tot = 0;
-        for (uint32_t j = 0; j < len; j++) {
-            int64_t u = llm_rs((int64_t)(mx - sc[j]) * mult, shift);
-            if (u > (31 << 8)) u = 31 << 8;
-            uint32_t e = (uint32_t)llm_exp2[u & 255] >> (uint32_t)(u >> 8);
-            sc[j] = (int32_t)e;
-            tot += e;
-        }
-        for (uint32_t j = 0; j < len; j++) sc[j] = (int32_t)((((uint32_t)sc[j] << 15) + tot / 2u) / tot);
-        for (uint32_t i = 0; i < hd; i++) o32[i] = 0;
-        for (uint32_t j = 0; j < len; j++) {
-            const int8_t *vj = vc + j * d + h * hd;
-            for (uint32_t i = 0; i < hd; i++) o32[i] += sc[j] * vj[i];
-        }
-        for (uint32_t i = 0; i < hd; i++) {
-            if (out_bits == 1) { out[h * hd + i] = (int8_t)(o32[i] >= 0 ? 1 : -1); continue; }
-            out[h * hd + i] = (int8_t)llm_clamp(llm_rs((int64_t)o32[i] * omult[h], oshift[h]), lo, hi);
-        }
-    }
-}
-""".replace("EXP2_TABLE", ", ".join(str(int(v)) for v in EXP2))
+    def c_body(self, sym: str, q: str, kc: str, vc: str, len_expr: str, hd: int, sc8: str, p8: str, e32: str,
+               out: str) -> str:
+        """One query over ``len_expr`` cached keys/values (rows of D codes)."""
+        H = self.heads
+        D = H * hd
+        return "\n".join([
+            f"mico_attn_qk({q}, {kc}, acc, {H}u, 1u, {len_expr}, {hd}u);",
+            f"api->requant(acc, {sc8}, {H}u * {len_expr}, {H}u, {len_expr}, {sym}_qk_b, {sym}_qk_m, {sym}_qk_s, 0, 8);",
+            f"mico_softmax_rows({sc8}, {p8}, {H}u, {len_expr}, {self.softmax.mult}, {self.softmax.shift}u, {e32});",
+            f"mico_attn_av({p8}, {vc}, acc, {H}u, 1u, {len_expr}, {hd}u);",
+            f"api->requant(acc, {out}, {D}u, {H}u, {hd}u, {sym}_av_b, {sym}_av_m, {sym}_av_s, 0, {self.av.out_bits});",
+        ])

@@ -28,6 +28,7 @@ import numpy as np
 
 from harness.errors import UserError
 from kernels.ir import llm as L
+from kernels.ir.llm_attention import CausalAttention
 from kernels.ir.ops import Linear
 from kernels.ir.types import Requant, quantize_multiplier, quantize_multipliers
 
@@ -181,7 +182,9 @@ def build_float(cfg: LlamaConfig, seed: int = 0):
                 q, k = self.rope(q), self.rope(k)
                 tap(f"{i}.q", q)
                 tap(f"{i}.k", k)
-                att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + mask, -1)
+                sc = q @ k.transpose(-1, -2) / math.sqrt(hd)
+                tap(f"{i}.scores", sc.masked_fill(mask.isinf(), 0.0))
+                att = torch.softmax(sc + mask, -1)
                 o = (att @ v).transpose(1, 2).reshape(B, T, cfg.dim)
                 tap(f"{i}.o", o)
                 h = h + blk.wo(o)
@@ -352,7 +355,6 @@ class IntBlock:
     wq: Linear
     wk: Linear
     wv: Linear
-    o_in: dict          # attention output: per-head requantisation onto wo's codes (mult, shift arrays, bits)
     wo: Linear
     wo_res: tuple       # (mult, shift) per channel onto the residual
     a_in: _Act
@@ -363,7 +365,7 @@ class IntBlock:
     g_in: _Act
     w2: Linear
     w2_res: tuple
-    att: dict = field(default_factory=dict)   # softmax parameters (the xfops attention ops)
+    att: CausalAttention = None      # QK^T, softmax, AV (kernels/ir/attention.py ops)
 
 
 @dataclass
@@ -393,9 +395,7 @@ class IntLlama:
 
     def attention(self, blk: IntBlock, q, k, v) -> np.ndarray:
         """Causal attention of int8 codes (B, T, D) -> wo's input codes (B, T, D)."""
-        from kernels.ir import llm_attention as A
-
-        return A.causal_attention(q, k, v, self.cfg.heads, blk.att, blk.o_in)
+        return blk.att.run(q, k, v)
 
     def forward_int(self, tokens) -> np.ndarray:
         """int32 logits (B, T, vocab) of every position of token ids (B, T)."""
@@ -485,7 +485,6 @@ def build_integer(model, calib_ids: np.ndarray, scheme=None, n_windows: int = 16
     blocks = []
     scales: dict = {"h": s_h}
     it = iter(zip(names, scheme))
-    import kernels.ir.llm_attention as A
     for i in range(cfg.layers):
         p = f"blocks.{i}."
         g_attn, g_ffn = sd[p + "attn_norm"], sd[p + "ffn_norm"]
@@ -502,7 +501,8 @@ def build_integer(model, calib_ids: np.ndarray, scheme=None, n_windows: int = 16
         s_o = act_scale(cat[f"{i}.o"], ao)
         wo, swo = _linear(no, sd[p + "wo.weight"], ao, wo_, s_o, None)
         wo_res = quantize_multipliers(s_o * swo / s_h)
-        att, o_in = A.attention_params(cfg.heads, cfg.head_dim, s_q, s_k, s_v, s_o, ao)
+        s_sc = float(np.abs(cat[f"{i}.scores"]).max()) / 127
+        att = CausalAttention.from_scales(f"l{i}_attn", cfg.heads, cfg.head_dim, s_q, s_k, s_sc, s_v, s_o, ao)
         xf = cat[f"{i}.xffn"]
         sx1, sx3 = act_scale(xf, a1), act_scale(xf, a3)
         s_a = float(np.abs(cat[f"{i}.a"]).max()) / 127
@@ -516,7 +516,7 @@ def build_integer(model, calib_ids: np.ndarray, scheme=None, n_windows: int = 16
         w2, sw2 = _linear(n2, sd[p + "w2.weight"], a2, w2_, s_g, None)
         blocks.append(IntBlock(
             q_in=_act(n_scale / sxq, aq), k_in=_act(n_scale / sxk, ak), v_in=_act(n_scale / sxv, av),
-            wq=wq, wk=wk, wv=wv, o_in=o_in, wo=wo, wo_res=wo_res,
+            wq=wq, wk=wk, wv=wv, wo=wo, wo_res=wo_res,
             a_in=_act(n_scale / sx1, a1), b_in=_act(n_scale / sx3, a3), w1=w1, w3=w3, silu=silu,
             g_in=_act(s_s * s_b / s_g, a2), w2=w2, w2_res=quantize_multipliers(s_g * sw2 / s_h), att=att))
         scales[f"{i}.silu"] = (s_a, s_s)
