@@ -152,9 +152,9 @@ static void llm_resadd(int32_t *h, const int32_t *y, uint32_t d, const int32_t *
         h[i] = llm_clamp(h[i] + llm_rs((int64_t)y[i] * mult[i], shift[i]), -32768, 32767);
 }
 
-static void llm_rope(int8_t *x, uint32_t pos, uint32_t heads, uint32_t hd, const int16_t *cs, const int16_t *sn) {
+static void llm_rope(int8_t *x, uint32_t pos, uint32_t heads, uint32_t hd, const int32_t *cs, const int32_t *sn) {
     uint32_t half = hd / 2u;
-    const int16_t *c = cs + pos * half, *s = sn + pos * half;
+    const int32_t *c = cs + pos * half, *s = sn + pos * half;
     for (uint32_t h = 0; h < heads; h++) {
         int8_t *a = x + h * hd, *b = a + half;
         for (uint32_t j = 0; j < half; j++) {
