@@ -1,0 +1,85 @@
+"""tinyllama: integer LLM ops, the integer model against the float one, and the generated C token
+loop bit-exact on the host (32 greedy tokens from 3 prompts, a mixed per-layer scheme)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from harness.errors import BuildError, UserError
+from helpers.models import need_target
+from kernels.ir import llm as L
+from mpq.llm_deploy import run_tokens
+from mpq.models import tinyllama as T
+
+torch.set_num_threads(1)
+PROMPTS = ["Once upon a ", "Tom", "The cat was"]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    # a short training run is enough for the equality tests (the benchmark trains longer)
+    return T.trained_model(steps=120)
+
+
+def mixed_scheme(cfg):
+    rng = np.random.default_rng(3)
+    pairs = [(8, 8), (8, 4), (4, 8), (4, 4), (8, 2)]
+    return [pairs[int(rng.integers(len(pairs)))] for _ in T.linear_names(cfg)]
+
+
+def test_isqrt_is_exact_floor_sqrt():
+    rng = np.random.default_rng(0)
+    v = np.concatenate([np.arange(0, 5000), rng.integers(0, 2**40, 5000), [2**36 - 1, 2**36, 2**31, 2**31 - 1]])
+    want = np.array([math.isqrt(int(x)) for x in v])
+    np.testing.assert_array_equal(L.isqrt(v), want)
+
+
+def test_rmsnorm_rope_against_float():
+    rng = np.random.default_rng(1)
+    h = rng.integers(-3000, 3000, (50, 64))
+    n = L.rmsnorm(h) / 2**L.NORM_FRAC
+    ref = h / np.sqrt((h.astype(float) ** 2).mean(-1, keepdims=True))
+    assert np.abs(n - ref).max() < 3e-3      # floor isqrt: relative error < 1/rms (docs/formats.md)
+    cos, sin = L.rope_tables(8, 16)
+    x = rng.integers(-90, 90, (3, 8, 64))
+    y = L.rope(x, np.arange(8), cos, sin, 4).astype(float)
+    ang = np.arange(8)[:, None] * 10000.0 ** (-2 * np.arange(8) / 16)
+    xs = x.reshape(3, 8, 4, 2, 8).astype(float)
+    a, b = xs[..., 0, :], xs[..., 1, :]
+    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    ref = np.stack([a * c - b * s, a * s + b * c], -2).reshape(x.shape)
+    assert np.abs(y - ref).max() <= 0.5 + 128 * 2 ** -14
+
+
+def test_integer_model_tracks_the_float_model(trained):
+    model, sp, _ = trained
+    im = T.build_integer(model, sp["train"])
+    f = T.float_perplexity(model, sp["val"], max_windows=16)
+    i = im.perplexity(sp["val"], max_windows=16)
+    assert i < f * 1.05, (f, i)
+
+
+def test_generated_c_tokens_equal_the_integer_model_on_host(trained):
+    model, sp, _ = trained
+    im = T.build_integer(model, sp["train"], mixed_scheme(model.cfg))
+    run = run_tokens(im, need_target("host"), [T.encode(p) for p in PROMPTS], 32)
+    np.testing.assert_array_equal(run.device, run.reference)
+    assert run.reference.shape == (3, 32)
+    assert (run.times > 0).all()
+
+
+def test_bad_prompts_and_schemes_are_refused_in_one_sentence(trained):
+    model, sp, _ = trained
+    im = T.build_integer(model, sp["train"])
+    with pytest.raises(BuildError, match="a prompt holds 1..16 tokens, got 20"):
+        run_tokens(im, need_target("host"), [np.zeros(20, np.int64)], 4)
+    with pytest.raises(UserError, match="one per linear layer"):
+        T.build_integer(model, sp["train"], [(8, 8)] * 3)
+    with pytest.raises(UserError, match="qa in"):
+        T.build_integer(model, sp["train"], (3, 8))
+    with pytest.raises(UserError, match="exceeds the context"):
+        im.generate(np.zeros(60, np.int64), 10)
+    with pytest.raises(UserError, match="does not exist"):
+        T.load_corpus("/nonexistent/tinystories.txt")
