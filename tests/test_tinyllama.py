@@ -83,3 +83,13 @@ def test_bad_prompts_and_schemes_are_refused_in_one_sentence(trained):
         im.generate(np.zeros(60, np.int64), 10)
     with pytest.raises(UserError, match="does not exist"):
         T.load_corpus("/nonexistent/tinystories.txt")
+
+
+def test_search_explores_per_layer_schemes_on_the_validation_split(trained):
+    model, sp, _ = trained
+    cfg = model.cfg
+    full = sum(s.bops for s in T.linear_specs(cfg, None))
+    res = T.search_scheme(model, sp, lambda s: s.bops, budget=0.75 * full, n_evals=3, max_windows=2)
+    assert res.evaluations >= 1 and res.best is not None
+    assert all(c.latency <= 0.75 * full for c in res.candidates)
+    assert len(res.best.bits) == len(T.linear_names(cfg)) and 0 < res.best.accuracy <= 1

@@ -526,3 +526,42 @@ def build_integer(model, calib_ids: np.ndarray, scheme=None, n_windows: int = 16
     scales["head_out"] = sxh * swh
     cos, sin = L.rope_tables(cfg.max_len, cfg.head_dim, cfg.rope_base)
     return IntLlama(cfg, scheme, emb_q, (m, s), blocks, _act(n_scale / sxh, ah), head, cos, sin, scales)
+
+
+# ---- search interface -------------------------------------------------------------------------
+
+def linear_specs(cfg: LlamaConfig, scheme) -> list:
+    """Layer-mode matmul specs (N = 1: one decode step) of the linear layers under a scheme."""
+    from harness.spec import KernelSpec
+
+    shapes = [(cfg.dim, cfg.dim)] * 4 + [(cfg.ffn, cfg.dim)] * 2 + [(cfg.dim, cfg.ffn)]
+    out_bits = [8, 8, 8, 0, 8, 8, 0]
+    specs = []
+    for i, (a, w) in enumerate(normalize_llama_scheme(scheme, cfg)):
+        if i == cfg.layers * len(LINEARS):
+            M, K, ob = cfg.vocab, cfg.dim, 0
+        else:
+            (M, K), ob = shapes[i % len(LINEARS)], out_bits[i % len(LINEARS)]
+        specs.append(KernelSpec("matmul", (1, M, K), a, w, "layer", ob))
+    return specs
+
+
+def search_scheme(model, sp: dict, latency_of_spec, budget: float, n_evals: int = 12, seed: int = 0,
+                  bits=(4, 8), searcher: str = "random", max_windows: int = 8):
+    """Per-layer (qa, qw) search of tinyllama with the project's searchers: the objective is
+    next-token accuracy on the validation split (never the test split), the cost the sum of
+    the linear layers' layer-mode terms (``latency_of_spec(spec) -> float``) of one decode step."""
+    from mpq.search import make_searcher
+
+    cfg = model.cfg
+    n = cfg.layers * len(LINEARS) + 1
+
+    def acc(scheme):
+        return build_integer(model, sp["train"], list(scheme)).next_token_accuracy(sp["val"], max_windows)
+
+    def lat(scheme):
+        per = np.array([float(latency_of_spec(s)) for s in linear_specs(cfg, list(scheme))])
+        return per, float(per.sum())
+
+    s = make_searcher(searcher, n, acc, lat, budget, n_evals=n_evals, seed=seed, bits=bits)
+    return s.search()
