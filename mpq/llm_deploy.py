@@ -15,7 +15,7 @@ import numpy as np
 
 from harness.errors import MeasureError, UserError
 from kernels.ir import codegen
-from kernels.ir.llm_codegen import generate_llm, prompt_input
+from kernels.ir.llm_codegen import generate_llm, prompt_input, step_keys
 
 
 @dataclass
@@ -69,3 +69,42 @@ def run_tokens(model, target, prompts, n_gen: int, max_prompt: int = 16) -> Toke
     finally:
         s.close()
     return TokenRun(prompts, dev, ref, times, unit, len(image), gen.scratch_bytes)
+
+
+# ---- per-token latency model ------------------------------------------------------------------
+
+def measure_op_terms(model, session, target, lens=(4, 32, 60)) -> dict:
+    """Cycles of every distinct non-linear op of the decode step, each run warm then timed in a
+    term image (attention at each cache length of ``lens``); returns {key: cycles}."""
+    gen = generate_llm(model, 1, 1, term_lens=list(lens))
+    image = codegen.compile_image(gen, target.model_toolchain())
+    session.load_model(image)
+    r = session.run_model(prompt_input([1], 1))
+    return {t["key"]: float(v) for t, v in zip(gen.timed_layers, r.layers)}
+
+
+def predict_step(model, op_terms: dict, linear_terms: dict, pos: int) -> dict:
+    """Predicted cycles of the decode step at ``pos`` (the step's ops in order, each priced by its
+    term; attention linear in the cache length between the measured lengths) + the argmax."""
+    from mpq.models.tinyllama import linear_specs
+
+    fits = {}
+    for k in {k[:-1] for k in op_terms if k[0] == "attend"}:
+        pts = sorted((kk[-1], v) for kk, v in op_terms.items() if kk[:-1] == k)
+        xs, ys = np.array([a for a, _ in pts], float), np.array([v for _, v in pts], float)
+        fits[k] = tuple(np.polyfit(xs, ys, 1)) if len(xs) > 1 else (0.0, float(ys[0]))
+    specs = dict(zip([op.name for op in model.linears], linear_specs(model.cfg, model.scheme)))
+    total, parts = 0.0, {"linear": 0.0}
+    for key in step_keys(model):
+        if key[0] == "linear":
+            c = float(linear_terms[specs[key[1]]])
+            parts["linear"] += c
+        elif key[0] == "attend":
+            slope, icept = fits[key]
+            c = float(icept + slope * (pos + 1))
+            parts["attend"] = parts.get("attend", 0.0) + c
+        else:
+            c = float(op_terms[key])
+            parts[key[0]] = parts.get(key[0], 0.0) + c
+        total += c
+    return {"total": total, "parts": parts}

@@ -93,3 +93,24 @@ def test_search_explores_per_layer_schemes_on_the_validation_split(trained):
     assert res.evaluations >= 1 and res.best is not None
     assert all(c.latency <= 0.75 * full for c in res.candidates)
     assert len(res.best.bits) == len(T.linear_names(cfg)) and 0 < res.best.accuracy <= 1
+
+
+def test_torch_twins_equal_the_numpy_ops():
+    rng = np.random.default_rng(5)
+    h = rng.integers(-32768, 32768, (7, 5, 64))
+    th = torch.from_numpy(h)
+    assert torch.equal(T.torch_rmsnorm(th), torch.from_numpy(L.rmsnorm(h)))
+    n = L.rmsnorm(h)
+    assert torch.equal(T.torch_requant_codes(torch.from_numpy(n), 1234567890, 40, 4),
+                       torch.from_numpy(L.requant_codes(n, 1234567890, 40, 4)))
+    y = rng.integers(-2**20, 2**20, (7, 5, 64))
+    m, s = rng.integers(2**30, 2**31, 64), rng.integers(20, 40, 64)
+    assert torch.equal(T.torch_resadd(th, torch.from_numpy(y), m, s), torch.from_numpy(L.resadd(h, y, m, s)))
+    cos, sin = L.rope_tables(8, 16)
+    x = rng.integers(-128, 128, (3, 8, 64))
+    assert torch.equal(T.torch_rope(torch.from_numpy(x), torch.arange(8), cos, sin, 4),
+                       torch.from_numpy(L.rope(x, np.arange(8), cos, sin, 4)))
+    table = rng.integers(-128, 128, (96, 64)).astype(np.int8)
+    tok = rng.integers(0, 96, (4, 9))
+    assert torch.equal(T.torch_embed(table, torch.from_numpy(tok), 1500000000, 25),
+                       torch.from_numpy(L.embed(table, tok, 1500000000, 25)))

@@ -40,7 +40,8 @@ def _linear_ctx(op, src: str, dst: str) -> EmitContext:
                        out=TensorType((op.out_features,), op.out_bits), src=[src], dst=dst)
 
 
-def generate_llm(model, n_gen: int, max_prompt: int, meta: dict | None = None) -> Generated:
+def generate_llm(model, n_gen: int, max_prompt: int, meta: dict | None = None,
+                 term_lens: list[int] | None = None, keys_only: bool = False) -> Generated:
     """C source of the token loop for an integer LLaMA (prompt of 1..max_prompt tokens, n_gen generated)."""
     cfg = model.cfg
     if n_gen < 1 or max_prompt < 1:
@@ -55,17 +56,19 @@ def generate_llm(model, n_gen: int, max_prompt: int, meta: dict | None = None) -
     decls = [arr("int8_t", "c_emb", model.emb.reshape(-1)),
              arr("int32_t", "c_rope_cos", model.cos.reshape(-1)), arr("int32_t", "c_rope_sin", model.sin.reshape(-1)),
              arr("int32_t", "c_zero", [0])]
-    body = [f"llm_embed(c_emb, tok, {D}u, {int(model.emb_rq[0])}, {int(model.emb_rq[1])}u, h);"]
+    body: list[tuple[tuple | None, str]] = [
+        (("embed",), f"llm_embed(c_emb, tok, {D}u, {int(model.emb_rq[0])}, {int(model.emb_rq[1])}u, h);")]
 
     def act(name, a, src, dst, count):
         decls.append(f"static const int32_t {name}_m[1] = {{ {int(a.mult)} }};")
         decls.append(f"static const uint8_t {name}_s[1] = {{ {int(a.shift)}u }};")
-        body.append(f"api->requant({src}, {dst}, {count}u, 1u, {count}u, c_zero, {name}_m, {name}_s, 0, {a.bits});")
+        body.append((("requant", count, a.bits),
+                     f"api->requant({src}, {dst}, {count}u, 1u, {count}u, c_zero, {name}_m, {name}_s, 0, {a.bits});"))
 
     def linear(op, src, dst):
         ctx = _linear_ctx(op, src, dst)
         decls.append(op.c_decls(ctx))
-        body.append(op.c_body(ctx))
+        body.append((("linear", op.name), op.c_body(ctx)))
 
     lin_scratch = [op.scratch([TensorType((op.weight.shape[1],), op.qa)], TensorType((op.out_features,), op.out_bits))
                    for op in model.linears]
@@ -73,38 +76,38 @@ def generate_llm(model, n_gen: int, max_prompt: int, meta: dict | None = None) -
     for i, blk in enumerate(model.blocks):
         kc, vc = f"(kc + {i * T * D}u)", f"(vc + {i * T * D}u)"
         krow, vrow = f"(kc + {i * T * D}u + pos * {D}u)", f"(vc + {i * T * D}u + pos * {D}u)"
-        body.append(f"/* ---- block {i}: attention ---- */")
-        body.append(f"llm_rmsnorm(h, {D}u, {log2d}u, nrm);")
+        body.append((None, f"/* ---- block {i}: attention ---- */"))
+        body.append((("rmsnorm",), f"llm_rmsnorm(h, {D}u, {log2d}u, nrm);"))
         act(f"c_l{i}_qin", blk.q_in, "nrm", "x8", D)
         linear(blk.wq, "x8", "q8")
-        body.append(f"llm_rope(q8, pos, {H}u, {hd}u, c_rope_cos, c_rope_sin);")
+        body.append((("rope",), f"llm_rope(q8, pos, {H}u, {hd}u, c_rope_cos, c_rope_sin);"))
         act(f"c_l{i}_kin", blk.k_in, "nrm", "x8", D)
         linear(blk.wk, "x8", krow)
-        body.append(f"llm_rope({krow}, pos, {H}u, {hd}u, c_rope_cos, c_rope_sin);")
+        body.append((("rope",), f"llm_rope({krow}, pos, {H}u, {hd}u, c_rope_cos, c_rope_sin);"))
         act(f"c_l{i}_vin", blk.v_in, "nrm", "x8", D)
         linear(blk.wv, "x8", vrow)
         sym = f"c_l{i}_att"
         decls.append(blk.att.c_decls(sym, arr))
-        body.append(blk.att.c_body(sym, "q8", kc, vc, "len", hd, "sc8", "p8", "e32", "x8"))
+        body.append((("attend", blk.att.av.out_bits), blk.att.c_body(sym, "q8", kc, vc, "len", hd, "sc8", "p8", "e32", "x8")))
         linear(blk.wo, "x8", "y32")
         decls.append(arr("int32_t", f"c_l{i}_wores_m", blk.wo_res[0]))
         decls.append(arr("uint8_t", f"c_l{i}_wores_s", blk.wo_res[1]))
-        body.append(f"llm_resadd(h, y32, {D}u, c_l{i}_wores_m, c_l{i}_wores_s);")
-        body.append(f"/* ---- block {i}: feed-forward (SwiGLU) ---- */")
-        body.append(f"llm_rmsnorm(h, {D}u, {log2d}u, nrm);")
+        body.append((("resadd",), f"llm_resadd(h, y32, {D}u, c_l{i}_wores_m, c_l{i}_wores_s);"))
+        body.append((None, f"/* ---- block {i}: feed-forward (SwiGLU) ---- */"))
+        body.append((("rmsnorm",), f"llm_rmsnorm(h, {D}u, {log2d}u, nrm);"))
         act(f"c_l{i}_ain", blk.a_in, "nrm", "x8", D)
         linear(blk.w1, "x8", "a8")
         act(f"c_l{i}_bin", blk.b_in, "nrm", "x8", D)
         linear(blk.w3, "x8", "b8")
         decls.append(arr("int8_t", f"c_l{i}_silu", blk.silu))
-        body.append(f"llm_lut(a8, c_l{i}_silu, y32, {F}u, b8);")
+        body.append((("swiglu",), f"llm_lut(a8, c_l{i}_silu, y32, {F}u, b8);"))
         act(f"c_l{i}_gin", blk.g_in, "y32", "x8", F)
         linear(blk.w2, "x8", "y32")
         decls.append(arr("int32_t", f"c_l{i}_w2res_m", blk.w2_res[0]))
         decls.append(arr("uint8_t", f"c_l{i}_w2res_s", blk.w2_res[1]))
-        body.append(f"llm_resadd(h, y32, {D}u, c_l{i}_w2res_m, c_l{i}_w2res_s);")
-    body.append("/* ---- head ---- */")
-    body.append(f"llm_rmsnorm(h, {D}u, {log2d}u, nrm);")
+        body.append((("resadd",), f"llm_resadd(h, y32, {D}u, c_l{i}_w2res_m, c_l{i}_w2res_s);"))
+    body.append((None, "/* ---- head ---- */"))
+    body.append((("rmsnorm",), f"llm_rmsnorm(h, {D}u, {log2d}u, nrm);"))
     act("c_head_in", model.head_in, "nrm", "x8", D)
     linear(model.head, "x8", "logits")
 
@@ -120,7 +123,25 @@ def generate_llm(model, n_gen: int, max_prompt: int, meta: dict | None = None) -
         off[name] = pos
         pos = _align(pos + nbytes)
     total = pos
-    body_text = "\n".join(body)
+    model_keys = [k for k, _ in body if k is not None] + [("argmax",)]
+    body_text = "\n".join(code for _, code in body)
+    terms_text, term_keys = "", []
+    if term_lens:
+        # one timed run of every distinct op of the step (after an untimed warm run), attention at
+        # each cache length in term_lens: the per-op terms of the token latency model
+        first: dict = {}
+        for key, code in body:
+            if key is not None and key[0] != "linear" and key not in first:
+                first[key] = code
+        first[("argmax",)] = f"output[0] = (int32_t)llm_argmax(logits, {V}u);"
+        chunks = []
+        for key, code in first.items():
+            for ln in (term_lens if key[0] == "attend" else [None]):
+                k = len(term_keys)
+                term_keys.append(key + ((ln,) if ln is not None else ()))
+                setlen = f"len = {ln}u;\n" if ln is not None else ""
+                chunks.append(f"{setlen}{code}\nt = api->timer();\n{code}\ntimes[{k}] = api->timer() - t;")
+        terms_text = "\n".join(chunks)
     meta = dict(meta or {})
     meta.setdefault("model", "tinyllama")
     meta["bits"] = " ".join(f"{a}x{w}" for a, w in model.scheme)
@@ -128,11 +149,24 @@ def generate_llm(model, n_gen: int, max_prompt: int, meta: dict | None = None) -
                              keep_trailing_newline=True, autoescape=False)
     src = env.get_template("llm.c.j2").render(
         meta=meta, cfg=cfg, in_count=1 + max_prompt, n_gen=n_gen, max_prompt=max_prompt, scratch_bytes=total,
-        support=[L.C_SUPPORT, SOFTMAX_C, ATTN_C], decls="\n".join(d for d in decls if d), body=body_text, off=off)
+        support=[L.C_SUPPORT, SOFTMAX_C, ATTN_C], decls="\n".join(d for d in decls if d), body=body_text, off=off,
+        terms=terms_text, n_terms=len(term_keys))
     timed = [{"name": "prefill", "kind": "prefill", "spec": None, "timer": 0, "node": 0}] + \
             [{"name": f"token{i}", "kind": "decode", "spec": None, "timer": i, "node": i} for i in range(1, n_gen)]
     kv = 2 * cfg.layers * T * D
+    if keys_only:
+        return model_keys
+    if term_keys:
+        timed = [{"name": "/".join(map(str, k)), "kind": k[0], "key": k, "spec": None, "timer": j, "node": j}
+                 for j, k in enumerate(term_keys)]
+        return Generated(src, 1 + max_prompt, 1, timed, total, act_bytes=total - kv)
     return Generated(src, 1 + max_prompt, n_gen, timed, total, act_bytes=total - kv)
+
+
+def step_keys(model) -> list[tuple]:
+    """The ops of one decode step in order, as term keys (``("linear", name)``, ``("attend", bits)``,
+    ``("rmsnorm",)``, ...), ending with the argmax: what the token latency model sums."""
+    return generate_llm(model, 1, 1, keys_only=True)
 
 
 def prompt_input(tokens, max_prompt: int) -> bytes:

@@ -565,3 +565,59 @@ def search_scheme(model, sp: dict, latency_of_spec, budget: float, n_evals: int 
 
     s = make_searcher(searcher, n, acc, lat, budget, n_evals=n_evals, seed=seed, bits=bits)
     return s.search()
+
+
+# ---- torch twins of the integer ops (int64 tensors; equal to kernels/ir/llm.py element by element) ----
+
+def _t_rs(t, s):
+    return (t >> s) + ((t >> (s - 1)) & 1)
+
+
+def torch_isqrt(v):
+    torch = _torch()
+    r = torch.floor(torch.sqrt(v.double())).long()
+    r = torch.where(r * r > v, r - 1, r)
+    return torch.where((r + 1) * (r + 1) <= v, r + 1, r)
+
+
+def torch_rmsnorm(h):
+    d = h.shape[-1]
+    ss = (h * h).sum(-1, keepdim=True)
+    r = torch_isqrt((ss >> int(math.log2(d))) + 1)
+    inv = L.INV_ONE // r
+    return _t_rs(h * inv, 30 - L.NORM_FRAC)
+
+
+def torch_requant_codes(x, mult: int, shift: int, bits: int):
+    torch = _torch()
+    if bits == 1:
+        return torch.where(x >= 0, 1, -1)
+    return torch.clamp(_t_rs(x * int(mult), int(shift)), -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+
+
+def torch_resadd(h, y, mult, shift):
+    torch = _torch()
+    return torch.clamp(h + _t_rs(y * torch.as_tensor(mult).long(), torch.as_tensor(shift).long()),
+                       L.RES_MIN, L.RES_MAX)
+
+
+def torch_embed(table, tokens, mult: int, shift: int):
+    torch = _torch()
+    return torch.clamp(_t_rs(torch.as_tensor(table).long()[tokens] * int(mult), int(shift)), L.RES_MIN, L.RES_MAX)
+
+
+def torch_rope(x, pos, cos, sin, heads: int):
+    torch = _torch()
+    d = x.shape[-1]
+    hd = d // heads
+    xs = x.reshape(*x.shape[:-1], heads, 2, hd // 2)
+    c = torch.as_tensor(cos)[pos][..., None, :]
+    s = torch.as_tensor(sin)[pos][..., None, :]
+    a, b = xs[..., 0, :], xs[..., 1, :]
+    y = torch.stack([_t_rs(a * c - b * s, L.ROPE_FRAC), _t_rs(a * s + b * c, L.ROPE_FRAC)], -2)
+    return torch.clamp(y.reshape(x.shape), -128, 127)
+
+
+def fake_quant(codes, scale: float):
+    """The fake-quant value of integer codes (what a float consumer of the integer op sees)."""
+    return codes.double() * scale
