@@ -114,3 +114,37 @@ def test_torch_twins_equal_the_numpy_ops():
     tok = rng.integers(0, 96, (4, 9))
     assert torch.equal(T.torch_embed(table, torch.from_numpy(tok), 1500000000, 25),
                        torch.from_numpy(L.embed(table, tok, 1500000000, 25)))
+
+
+def test_token_latency_model_prices_every_op_of_the_step(trained):
+    from mpq.llm_deploy import measure_op_terms, predict_step
+    from mpq.models.tinyllama import linear_specs
+
+    model, sp, _ = trained
+    im = T.build_integer(model, sp["train"], mixed_scheme(model.cfg))
+    t = need_target("host")
+    s = t.open(t.build())
+    try:
+        ops = measure_op_terms(im, s, t, lens=(2, 20))
+    finally:
+        s.close()
+    kinds = {k[0] for k in ops}
+    assert kinds == {"embed", "rmsnorm", "requant", "rope", "attend", "resadd", "swiglu", "argmax"}
+    lin = {spec: 1000.0 for spec in linear_specs(im.cfg, im.scheme)}
+    p = predict_step(im, ops, lin, pos=10)
+    assert p["parts"]["linear"] == 1000.0 * len(im.linears)
+    assert p["total"] == pytest.approx(sum(p["parts"].values()))
+
+
+def test_a_local_tinystories_file_is_the_corpus_when_given(tmp_path, monkeypatch):
+    f = tmp_path / "TinyStories-valid.txt"
+    f.write_text("Once upon a time, there was a little girl named Lily. She liked to play.\n" * 200)
+    text, source = T.load_corpus(f)
+    assert source == "file:TinyStories-valid.txt" and text.startswith("Once upon")
+    monkeypatch.setenv("MICO_TINYSTORIES", str(f))
+    assert T.load_corpus()[1] == "file:TinyStories-valid.txt"
+    monkeypatch.delenv("MICO_TINYSTORIES")
+    assert T.load_corpus()[1] == "generated"
+    (tmp_path / "short.txt").write_text("too short")
+    with pytest.raises(UserError, match="needs at least 10,000"):
+        T.load_corpus(tmp_path / "short.txt")
