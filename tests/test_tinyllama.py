@@ -41,7 +41,7 @@ def test_rmsnorm_rope_against_float():
     h = rng.integers(-3000, 3000, (50, 64))
     n = L.rmsnorm(h) / 2**L.NORM_FRAC
     ref = h / np.sqrt((h.astype(float) ** 2).mean(-1, keepdims=True))
-    assert np.abs(n - ref).max() < 3e-3      # floor isqrt: relative error < 1/rms (docs/formats.md)
+    assert np.abs(n - ref).max() < 2e-3      # normalised floor isqrt: relative error < 2^-12 (docs/formats.md)
     cos, sin = L.rope_tables(8, 16)
     x = rng.integers(-90, 90, (3, 8, 64))
     y = L.rope(x, np.arange(8), cos, sin, 4).astype(float)

@@ -23,6 +23,7 @@ from .types import IRError
 RES_MIN, RES_MAX = -(1 << 15), (1 << 15) - 1      # residual stream range
 NORM_FRAC = 15                                     # RMSNorm output: Q15 (x / rms * 2^15)
 INV_ONE = 1 << 30                                  # RMSNorm reciprocal: floor(2^30 / r)
+NORM_MAX_K = 7                                     # RMSNorm: largest normalising shift (ms << 2k)
 ROPE_FRAC = 14                                     # rotary tables: Q14 cos / sin
 
 
@@ -56,16 +57,26 @@ def embed(table: np.ndarray, tokens, mult: int, shift: int) -> np.ndarray:
 def rmsnorm(h) -> np.ndarray:
     """Integer RMSNorm without gain (the gain is folded into the next linear's weights).
 
-    ``ms = (sum h^2 >> log2 D) + 1``, ``r = isqrt(ms)``, ``inv = floor(2^30 / r)``,
-    ``n = round_shift(h * inv, 15)``: n is x / rms(x) in Q15 (|n| <= sqrt(D) * 2^15)."""
+    ``ms = (sum h^2 >> log2 D) + 1`` (< 2^31), ``k = min(7, max(0, (28 - bitlen(ms)) // 2))``,
+    ``r = isqrt(ms << 2k)`` (~ rms * 2^k, at least 2^12 unless k = 7), ``inv = floor(2^30 / r)``,
+    ``n = round_shift(h * inv, 15 - k)``: n is x / rms(x) in Q15 (|n| <= sqrt(D) * 2^15).
+    The normalising shift k keeps the root's floor error below 2^-12 relative at any magnitude."""
     h = np.asarray(h, dtype=np.int64)
     d = h.shape[-1]
     if d & (d - 1):
         raise IRError(f"the integer RMSNorm needs a power-of-two width, got {d}.")
     ss = (h * h).sum(axis=-1, keepdims=True)
-    r = isqrt((ss >> int(math.log2(d))) + 1)
+    ms = (ss >> int(math.log2(d))) + 1
+    k = np.clip((28 - bit_length(ms)) // 2, 0, NORM_MAX_K)
+    r = isqrt(ms << (2 * k))
     inv = INV_ONE // r
-    return round_shift(h * inv, INV_ONE.bit_length() - 1 - NORM_FRAC)
+    return round_shift(h * inv, NORM_FRAC - k)
+
+
+def bit_length(v) -> np.ndarray:
+    """Bits of non-negative int64 values below 2^53 (0 -> 0)."""
+    v = np.asarray(v, dtype=np.int64)
+    return np.where(v > 0, np.frexp(v.astype(np.float64))[1], 0).astype(np.int64)
 
 
 def requant_codes(x, mult, shift, bits: int) -> np.ndarray:
@@ -142,9 +153,14 @@ static uint32_t llm_isqrt(uint64_t v) {
 static void llm_rmsnorm(const int32_t *h, uint32_t d, uint32_t log2d, int32_t *n) {
     uint64_t ss = 0;
     for (uint32_t i = 0; i < d; i++) ss += (uint64_t)((int64_t)h[i] * h[i]);
-    uint32_t r = llm_isqrt((ss >> log2d) + 1u);
+    uint64_t ms = (ss >> log2d) + 1u;
+    uint32_t b = 0, k;
+    for (uint64_t v = ms; v; v >>= 1) b++;
+    k = b >= 28u ? 0u : (28u - b) / 2u;
+    if (k > 7u) k = 7u;
+    uint32_t r = llm_isqrt(ms << (2u * k));
     int64_t inv = (int64_t)((1u << 30) / r);
-    for (uint32_t i = 0; i < d; i++) n[i] = (int32_t)llm_rs((int64_t)h[i] * inv, 15u);
+    for (uint32_t i = 0; i < d; i++) n[i] = (int32_t)llm_rs((int64_t)h[i] * inv, 15u - k);
 }
 
 static void llm_resadd(int32_t *h, const int32_t *y, uint32_t d, const int32_t *mult, const uint8_t *shift) {

@@ -581,11 +581,15 @@ def torch_isqrt(v):
 
 
 def torch_rmsnorm(h):
+    torch = _torch()
     d = h.shape[-1]
     ss = (h * h).sum(-1, keepdim=True)
-    r = torch_isqrt((ss >> int(math.log2(d))) + 1)
+    ms = (ss >> int(math.log2(d))) + 1
+    bl = torch.where(ms > 0, torch.frexp(ms.double())[1].long(), torch.zeros_like(ms))
+    k = torch.clamp((28 - bl) // 2, 0, L.NORM_MAX_K)
+    r = torch_isqrt(ms << (2 * k))
     inv = L.INV_ONE // r
-    return _t_rs(h * inv, 30 - L.NORM_FRAC)
+    return _t_rs(h * inv, L.NORM_FRAC - k)
 
 
 def torch_requant_codes(x, mult: int, shift: int, bits: int):
