@@ -1,6 +1,7 @@
 """tinyllama: integer LLM ops, the integer model against the float one, and the generated C token
 loop bit-exact on the host (32 greedy tokens from 3 prompts, a mixed per-layer scheme)."""
 
+import json
 import math
 
 import numpy as np
@@ -88,8 +89,10 @@ def test_bad_prompts_and_schemes_are_refused_in_one_sentence(trained):
 def test_search_explores_per_layer_schemes_on_the_validation_split(trained):
     model, sp, _ = trained
     cfg = model.cfg
+    from mpq.evaluate import bops_latency
+
     full = sum(s.bops for s in T.linear_specs(cfg, None))
-    res = T.search_scheme(model, sp, lambda s: s.bops, budget=0.75 * full, n_evals=3, max_windows=2)
+    res = T.search_scheme(model, sp, bops_latency, budget=0.75 * full, n_evals=3, max_windows=2)
     assert res.evaluations >= 1 and res.best is not None
     assert all(c.latency <= 0.75 * full for c in res.candidates)
     assert len(res.best.bits) == len(T.linear_names(cfg)) and 0 < res.best.accuracy <= 1
@@ -148,3 +151,18 @@ def test_a_local_tinystories_file_is_the_corpus_when_given(tmp_path, monkeypatch
     (tmp_path / "short.txt").write_text("too short")
     with pytest.raises(UserError, match="needs at least 10,000"):
         T.load_corpus(tmp_path / "short.txt")
+
+
+def test_mico_llm_search_then_run_on_host(tmp_path, trained):
+    from mico_cli import mico
+
+    out = tmp_path / "llm.json"
+    mico("llm", "search", "--steps", 120, "--budget-evals", 2, "--latency-budget", "80%", "-o", out)
+    doc = json.loads(out.read_text())
+    assert len(doc["scheme"]) == 15 and doc["test"]["integer_perplexity"] > 1
+    r = mico("llm", "run", "--steps", 120, "--scheme", out, "--tokens", 6, "--no-predict", "--prompt", "Tom")
+    assert "bit-exact: every token equals" in r.stdout
+    bad = mico("llm", "run", "--steps", 120, "--bits", "8x3", check=False)
+    assert bad.returncode != 0 and "qw in (2, 4, 8), got 8x3" in bad.stderr and "Traceback" not in bad.stderr
+    bad = mico("llm", "run", "--steps", 120, "--scheme", tmp_path / "nope.json", check=False)
+    assert bad.returncode != 0 and "is not a tinyllama scheme file" in bad.stderr

@@ -546,11 +546,12 @@ def linear_specs(cfg: LlamaConfig, scheme) -> list:
     return specs
 
 
-def search_scheme(model, sp: dict, latency_of_spec, budget: float, n_evals: int = 12, seed: int = 0,
+def search_scheme(model, sp: dict, latency_fn, budget: float, n_evals: int = 12, seed: int = 0,
                   bits=(4, 8), searcher: str = "random", max_windows: int = 8):
     """Per-layer (qa, qw) search of tinyllama with the project's searchers: the objective is
-    next-token accuracy on the validation split (never the test split), the cost the sum of
-    the linear layers' layer-mode terms (``latency_of_spec(spec) -> float``) of one decode step."""
+    next-token accuracy on the validation split (never the test split), the cost
+    ``latency_fn(specs) -> (per layer, total)`` (a fitted layer proxy or an analytic count,
+    ``mpq.evaluate``) of the linear layers' layer-mode specs of one decode step."""
     from mpq.search import make_searcher
 
     cfg = model.cfg
@@ -560,8 +561,8 @@ def search_scheme(model, sp: dict, latency_of_spec, budget: float, n_evals: int 
         return build_integer(model, sp["train"], list(scheme)).next_token_accuracy(sp["val"], max_windows)
 
     def lat(scheme):
-        per = np.array([float(latency_of_spec(s)) for s in linear_specs(cfg, list(scheme))])
-        return per, float(per.sum())
+        per, total = latency_fn(linear_specs(cfg, list(scheme)))
+        return np.asarray(per, dtype=np.float64), float(total)
 
     s = make_searcher(searcher, n, acc, lat, budget, n_evals=n_evals, seed=seed, bits=bits)
     return s.search()
