@@ -57,18 +57,20 @@ def embed(table: np.ndarray, tokens, mult: int, shift: int) -> np.ndarray:
 def rmsnorm(h) -> np.ndarray:
     """Integer RMSNorm without gain (the gain is folded into the next linear's weights).
 
-    ``ms = (sum h^2 >> log2 D) + 1`` (< 2^31), ``k = min(7, max(0, (28 - bitlen(ms)) // 2))``,
-    ``r = isqrt(ms << 2k)`` (~ rms * 2^k, at least 2^12 unless k = 7), ``inv = floor(2^30 / r)``,
-    ``n = round_shift(h * inv, 15 - k)``: n is x / rms(x) in Q15 (|n| <= sqrt(D) * 2^15).
-    The normalising shift k keeps the root's floor error below 2^-12 relative at any magnitude."""
+    ``s = sum h^2 + D`` (the ``+ D`` is the epsilon: one LSB^2 of the mean),
+    ``k = min(7, max(0, (28 + log2 D - bitlen(s)) // 2))``, ``v = (s << 2k) >> log2 D``
+    (the mean square times 4^k, at most 28 bits), ``r = isqrt(v)`` (~ rms * 2^k),
+    ``inv = floor(2^30 / r)``, ``n = round_shift(h * inv, 15 - k)``: n is x / rms(x) in Q15
+    (|n| <= sqrt(D) * 2^15).  Scaling by 4^k before the mean's floor and the root's keeps both
+    errors below 2^-12 relative at any magnitude above a few LSBs."""
     h = np.asarray(h, dtype=np.int64)
     d = h.shape[-1]
     if d & (d - 1):
         raise IRError(f"the integer RMSNorm needs a power-of-two width, got {d}.")
-    ss = (h * h).sum(axis=-1, keepdims=True)
-    ms = (ss >> int(math.log2(d))) + 1
-    k = np.clip((28 - bit_length(ms)) // 2, 0, NORM_MAX_K)
-    r = isqrt(ms << (2 * k))
+    log2d = int(math.log2(d))
+    s = (h * h).sum(axis=-1, keepdims=True) + d
+    k = np.clip((28 + log2d - bit_length(s)) // 2, 0, NORM_MAX_K)
+    r = isqrt((s << (2 * k)) >> log2d)
     inv = INV_ONE // r
     return round_shift(h * inv, NORM_FRAC - k)
 
@@ -151,14 +153,13 @@ static uint32_t llm_isqrt(uint64_t v) {
 }
 
 static void llm_rmsnorm(const int32_t *h, uint32_t d, uint32_t log2d, int32_t *n) {
-    uint64_t ss = 0;
+    uint64_t ss = d;
     for (uint32_t i = 0; i < d; i++) ss += (uint64_t)((int64_t)h[i] * h[i]);
-    uint64_t ms = (ss >> log2d) + 1u;
     uint32_t b = 0, k;
-    for (uint64_t v = ms; v; v >>= 1) b++;
-    k = b >= 28u ? 0u : (28u - b) / 2u;
+    for (uint64_t v = ss; v; v >>= 1) b++;
+    k = b >= 28u + log2d ? 0u : (28u + log2d - b) / 2u;
     if (k > 7u) k = 7u;
-    uint32_t r = llm_isqrt(ms << (2u * k));
+    uint32_t r = llm_isqrt((ss << (2u * k)) >> log2d);
     int64_t inv = (int64_t)((1u << 30) / r);
     for (uint32_t i = 0; i < d; i++) n[i] = (int32_t)llm_rs((int64_t)h[i] * inv, 15u - k);
 }

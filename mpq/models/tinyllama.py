@@ -584,11 +584,11 @@ def torch_isqrt(v):
 def torch_rmsnorm(h):
     torch = _torch()
     d = h.shape[-1]
-    ss = (h * h).sum(-1, keepdim=True)
-    ms = (ss >> int(math.log2(d))) + 1
-    bl = torch.where(ms > 0, torch.frexp(ms.double())[1].long(), torch.zeros_like(ms))
-    k = torch.clamp((28 - bl) // 2, 0, L.NORM_MAX_K)
-    r = torch_isqrt(ms << (2 * k))
+    log2d = int(math.log2(d))
+    s = (h * h).sum(-1, keepdim=True) + d
+    bl = torch.frexp(s.double())[1].long()
+    k = torch.clamp((28 + log2d - bl) // 2, 0, L.NORM_MAX_K)
+    r = torch_isqrt((s << (2 * k)) >> log2d)
     inv = L.INV_ONE // r
     return _t_rs(h * inv, L.NORM_FRAC - k)
 
