@@ -84,6 +84,9 @@ def main() -> None:
         im = T.build_integer(model, sp["train"], sch)
         res["integer"][name] = {"perplexity": im.perplexity(sp["test"]),
                                 "next_token_accuracy": im.next_token_accuracy(sp["test"])}
+    imt = T.build_integer(model, sp["train"], [(8, 2)] * 14 + [(8, 8)], ternary=True)
+    res["integer"]["ternary blocks (8-bit acts, {-1,0,1} weights), head 8x8"] = {
+        "perplexity": imt.perplexity(sp["test"]), "next_token_accuracy": imt.next_token_accuracy(sp["test"])}
     im8 = T.build_integer(model, sp["train"])
     res["silu_table_error"] = silu_errors(model, im8)
     res["rmsnorm_error"] = rmsnorm_error()

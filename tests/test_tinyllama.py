@@ -71,6 +71,14 @@ def test_generated_c_tokens_equal_the_integer_model_on_host(trained):
     assert (run.times > 0).all()
 
 
+def test_ternary_weights_run_on_the_2_bit_kernels_bit_exact(trained):
+    model, sp, _ = trained
+    im = T.build_integer(model, sp["train"], [(8, 2)] * 14 + [(8, 8)], ternary=True)
+    assert set(np.unique(im.blocks[0].w1.weight)) <= {-1, 0, 1}
+    run = run_tokens(im, need_target("host"), [T.encode("Tom")], 8)
+    np.testing.assert_array_equal(run.device, run.reference)
+
+
 def test_bad_prompts_and_schemes_are_refused_in_one_sentence(trained):
     model, sp, _ = trained
     im = T.build_integer(model, sp["train"])

@@ -307,8 +307,14 @@ def act_scale(values: np.ndarray, bits: int) -> float:
     return best / _qmax(bits)
 
 
-def quant_weight(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-output-channel codes and scales (DESIGN.md s3)."""
+def quant_weight(w: np.ndarray, bits: int, ternary: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel codes and scales (DESIGN.md s3).  ``ternary`` (2-bit only):
+    BitNet b1.58 codes {-1, 0, +1} with the absmean scale, run by the 2-bit kernels unchanged."""
+    if ternary:
+        if bits != 2:
+            raise UserError(f"ternary weights are stored at qw=2, not qw={bits}.")
+        s = np.maximum(np.abs(w).mean(axis=1), 1e-12)
+        return np.clip(np.round(w / s[:, None]), -1, 1).astype(np.int8), s
     amax = np.maximum(np.abs(w).max(axis=1), 1e-12)
     s = amax / _qmax(bits)
     q = np.clip(np.round(w / s[:, None]), -_qmax(bits) - 1, _qmax(bits))
@@ -448,9 +454,9 @@ class IntLlama:
         return float((L.argmax(self.forward_int(x)) == y).mean())
 
 
-def _linear(name, w_float, qa, qw, s_in, s_out):
+def _linear(name, w_float, qa, qw, s_in, s_out, ternary=False):
     """An IR Linear: codes at ``qa`` in, int8 codes at ``s_out`` out (or int32 with ``s_out`` None)."""
-    wq, sw = quant_weight(w_float, qw)
+    wq, sw = quant_weight(w_float, qw, ternary and qw == 2)
     zero = np.zeros(w_float.shape[0], dtype=np.int64)
     if s_out is None:
         rq = Requant.from_scale(zero, s_in * sw, relu=False, out_bits=0)
@@ -464,8 +470,9 @@ def _act(real: float, bits: int) -> _Act:
     return _Act(m, s, bits)
 
 
-def build_integer(model, calib_ids: np.ndarray, scheme=None, n_windows: int = 16) -> IntLlama:
-    """Post-training integer model: scales calibrated on windows of ``calib_ids`` (train split)."""
+def build_integer(model, calib_ids: np.ndarray, scheme=None, n_windows: int = 16, ternary: bool = False) -> IntLlama:
+    """Post-training integer model: scales calibrated on windows of ``calib_ids`` (train split).
+    ``ternary``: every qw=2 layer gets ternary {-1, 0, +1} weights (1.58 bits) instead of 2-bit codes."""
     torch = _torch()
     cfg = model.cfg
     scheme = normalize_llama_scheme(scheme, cfg)
@@ -495,11 +502,11 @@ def build_integer(model, calib_ids: np.ndarray, scheme=None, n_windows: int = 16
         s_k = float(np.abs(cat[f"{i}.k"]).max()) / 127
         s_v = float(np.abs(cat[f"{i}.v"]).max()) / 127
         sxq, sxk, sxv = (act_scale(xa, b) for b in (aq, ak, av))
-        wq, _ = _linear(nq, sd[p + "wq.weight"] * g_attn, aq, wq_, sxq, s_q)
-        wk, _ = _linear(nk, sd[p + "wk.weight"] * g_attn, ak, wk_, sxk, s_k)
-        wv, _ = _linear(nv, sd[p + "wv.weight"] * g_attn, av, wv_, sxv, s_v)
+        wq, _ = _linear(nq, sd[p + "wq.weight"] * g_attn, aq, wq_, sxq, s_q, ternary=ternary)
+        wk, _ = _linear(nk, sd[p + "wk.weight"] * g_attn, ak, wk_, sxk, s_k, ternary=ternary)
+        wv, _ = _linear(nv, sd[p + "wv.weight"] * g_attn, av, wv_, sxv, s_v, ternary=ternary)
         s_o = act_scale(cat[f"{i}.o"], ao)
-        wo, swo = _linear(no, sd[p + "wo.weight"], ao, wo_, s_o, None)
+        wo, swo = _linear(no, sd[p + "wo.weight"], ao, wo_, s_o, None, ternary=ternary)
         wo_res = quantize_multipliers(s_o * swo / s_h)
         s_sc = float(np.abs(cat[f"{i}.scores"]).max()) / 127
         att = CausalAttention.from_scales(f"l{i}_attn", cfg.heads, cfg.head_dim, s_q, s_k, s_sc, s_v, s_o, ao)
@@ -507,13 +514,13 @@ def build_integer(model, calib_ids: np.ndarray, scheme=None, n_windows: int = 16
         sx1, sx3 = act_scale(xf, a1), act_scale(xf, a3)
         s_a = float(np.abs(cat[f"{i}.a"]).max()) / 127
         s_b = float(np.abs(cat[f"{i}.b"]).max()) / 127
-        w1, _ = _linear(n1, sd[p + "w1.weight"] * g_ffn, a1, w1_, sx1, s_a)
-        w3, _ = _linear(n3, sd[p + "w3.weight"] * g_ffn, a3, w3_, sx3, s_b)
+        w1, _ = _linear(n1, sd[p + "w1.weight"] * g_ffn, a1, w1_, sx1, s_a, ternary=ternary)
+        w3, _ = _linear(n3, sd[p + "w3.weight"] * g_ffn, a3, w3_, sx3, s_b, ternary=ternary)
         s_s = float(np.abs(cat[f"{i}.silu"]).max()) / 127
         codes = np.arange(-128, 128, dtype=np.float64) * s_a
         silu = np.clip(np.round(codes / (1 + np.exp(-codes)) / s_s), -128, 127).astype(np.int8)
         s_g = act_scale(cat[f"{i}.g"], a2)
-        w2, sw2 = _linear(n2, sd[p + "w2.weight"], a2, w2_, s_g, None)
+        w2, sw2 = _linear(n2, sd[p + "w2.weight"], a2, w2_, s_g, None, ternary=ternary)
         blocks.append(IntBlock(
             q_in=_act(n_scale / sxq, aq), k_in=_act(n_scale / sxk, ak), v_in=_act(n_scale / sxv, av),
             wq=wq, wk=wk, wv=wv, wo=wo, wo_res=wo_res,
@@ -522,7 +529,7 @@ def build_integer(model, calib_ids: np.ndarray, scheme=None, n_windows: int = 16
         scales[f"{i}.silu"] = (s_a, s_s)
     nh, (ah, wh_) = next(it)
     sxh = act_scale(cat["xhead"], ah)
-    head, swh = _linear(nh, sd["head.weight"] * sd["norm"], ah, wh_, sxh, None)
+    head, swh = _linear(nh, sd["head.weight"] * sd["norm"], ah, wh_, sxh, None, ternary=ternary)
     scales["head_out"] = sxh * swh
     cos, sin = L.rope_tables(cfg.max_len, cfg.head_dim, cfg.rope_base)
     return IntLlama(cfg, scheme, emb_q, (m, s), blocks, _act(n_scale / sxh, ah), head, cos, sin, scales)
