@@ -480,7 +480,7 @@ class Linear(_MacOp):
     def scratch(self, ins, out):
         k = ins[0].shape[0]
         return Scratch(packed_words=reference.words_per_row(k, self.qa), acc_words=self.out_features,
-                       kernel_bytes=(k + 31) & ~31)          # mico_matmul_scratch
+                       kernel_bytes=2 * ((k + 31) & ~31))    # mico_matmul_scratch (two planes below 8 bits)
 
     def c_decls(self, ctx):
         w, _ = self._require()
