@@ -76,7 +76,7 @@ def test_search_cli_local_cluster_same_scheme_as_serial(tmp_path):
     a = json.loads(mico(*args, "-o", tmp_path / "a" / "s.json").stdout)
     b = json.loads(mico(*args, "--cluster", "local:2", "-o", tmp_path / "b" / "s.json").stdout)
     assert b["candidates"] == a["candidates"] and len(a["candidates"]) == 6
-    assert [(l["qa"], l["qw"]) for l in b["layers"]] == [(l["qa"], l["qw"]) for l in a["layers"]]
+    assert [(x["qa"], x["qw"]) for x in b["layers"]] == [(x["qa"], x["qw"]) for x in a["layers"]]
     assert b["accuracy"] == a["accuracy"] and b["cluster"] == "local:2" and "cluster" not in a
 
 
@@ -94,7 +94,7 @@ def test_validate_on_the_cluster_matches_local(cluster):
     there = validate_on_cluster(get_model("mlp", "digits"), "mlp", ds, "host", {}, cbops_latency, 3, address, seed=4)
 
     def same(v):
-        return [(r.label, r.bits, r.predicted, r.bit_exact, [(l["name"], l["kind"], l["predicted"]) for l in r.layers])
+        return [(r.label, r.bits, r.predicted, r.bit_exact, [(x["name"], x["kind"], x["predicted"]) for x in r.layers])
                 for r in v.results]
     assert same(there) == same(here) and len(here.results) == 5
     assert all(r.bit_exact and r.measured > 0 for r in there.results) and there.unit == here.unit
