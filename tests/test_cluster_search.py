@@ -49,7 +49,7 @@ def _cands(result):
 
 
 @pytest.mark.parametrize("searcher, kw", [("random", {}), ("nsga2", {}), ("surrogate", {"round_size": 2}),
-                                          ("evolution", {"round_size": 3})])
+                                          ("evolution", {"round_size": 3}), ("ilp", {})])
 def test_searchers_on_the_cluster_match_serial(cluster, digits_mlp, searcher, kw):
     """Every candidate (scheme, accuracy, order) of a searcher's batches scored on 2 workers
     equals the serial run's with the same seed; the batches really spread over both workers."""
