@@ -288,6 +288,12 @@ def _plugin() -> TargetPlugin:
     return p
 
 
+def worker_plugin() -> TargetPlugin:
+    """On a worker: the plugin that keeps this worker's target sessions (for tasks of other
+    commands that run on a target, e.g. `mico validate --cluster`)."""
+    return _plugin()
+
+
 def dask_setup(worker) -> None:
     """`dask worker --preload harness.cluster`: install the plugin when the worker starts."""
     p = TargetPlugin()

@@ -110,11 +110,24 @@ def _fmt_bits(bits) -> str:
               help="Most bytes of RAM the generated model takes from the arena (activations, scratch), e.g. 6KiB.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size N of the deployed kernels (for latency).")
+@click.option("--cluster", default=None, metavar="local[:N] | tcp://HOST:PORT",
+              help="Score the candidates on a Dask cluster: N local worker processes, or the workers of a running "
+                   "scheduler (docs/cluster.md); the result is the serial run's.")
+@click.option("--round-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Schemes proposed per round by evolution (children) and surrogate (real evaluations), scored "
+                   "side by side on a cluster; 1 is classic steady state. The result depends on it, not on "
+                   "--cluster.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="scheme.json", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the scheme document as JSON.")
 def search(model_name, dataset, data_dir, proxy_path, latency_budget, margin, searcher, budget_evals, seed, epochs,
-           qat_epochs, search_qat_steps, lsq, seeds, size_budget, ram_budget, batch, output, as_json):
+           qat_epochs, search_qat_steps, lsq, seeds, size_budget, ram_budget, batch, cluster, round_size, output,
+           as_json):
     """Search per-layer (qa, qw) bit-widths under a latency budget and write a scheme."""
+    where = None
+    if cluster is not None:
+        from harness.cluster import parse_cluster
+
+        where = parse_cluster(cluster)          # a malformed address fails before any work
     t0 = time.monotonic()
     progress = not as_json
     out = Path(output)
@@ -131,9 +144,21 @@ def search(model_name, dataset, data_dir, proxy_path, latency_budget, margin, se
     epochs = epochs or dataset_info(dataset).epochs
     memory_budget = {"weight_bytes": parse_bytes(size_budget, "--size-budget"),
                      "ram_bytes": parse_bytes(ram_budget, "--ram-budget")}
-    runs = [_search_run(model_name, dataset, data, out, latency_fn, planned, searcher, budget_evals, s, epochs,
-                        qat_epochs, search_qat_steps, lsq, batch, progress, memory_budget)
-            for s in range(seed, seed + seeds)]
+    client = local_cluster = None
+    if where is not None:
+        from harness.cluster import connect
+
+        client, local_cluster = connect(where)   # before training: an unreachable scheduler says so at once
+    try:
+        runs = [_search_run(model_name, dataset, data, out, latency_fn, planned, searcher, budget_evals, s, epochs,
+                            qat_epochs, search_qat_steps, lsq, batch, progress, memory_budget,
+                            cluster=(where, client) if client is not None else None, round_size=round_size)
+                for s in range(seed, seed + seeds)]
+    finally:
+        if client is not None:
+            client.close()
+        if local_cluster is not None:
+            local_cluster.close()
     r = runs[0]
     model, int_model, result, best = r["model"], r["int_model"], r["result"], r["best"]
     acc_float, acc_fq, acc_int, cached = r["float"], r["fakequant"], r["integer"], r["cached"]
@@ -169,11 +194,12 @@ def search(model_name, dataset, data_dir, proxy_path, latency_budget, margin, se
         candidates=[dict(c.to_dict(), feasible=True) for c in result.candidates],
         proxy=proxy_used,
         train={"epochs": epochs, "qat_epochs": qat_epochs, "qat_epochs_run": r["qat_epochs_run"],
-               "search_qat_steps": search_qat_steps, "lsq": lsq,
+               "search_qat_steps": search_qat_steps, "round_size": round_size, "lsq": lsq,
                "float_cached": cached, "n_train": r["n_train"], "n_val": r["n_val"],
                "n_test": int(len(data.y_test))},
         wall_s=round(time.monotonic() - t0, 2),
         memory=scheme_memory(model, int_model, memory_budget),
+        extra={"cluster": str(where)} if where is not None else {},
     )
     path = save_scheme(out, scheme, model)
     doc = read_scheme(path).to_dict()
@@ -249,7 +275,8 @@ def seed_summary(runs: list[dict]) -> dict:
 
 
 def _search_run(model_name, dataset, data, out, latency_fn, budget, searcher, budget_evals, seed, epochs,
-                qat_epochs, search_qat_steps, lsq, batch, progress, memory_budget=None) -> dict:
+                qat_epochs, search_qat_steps, lsq, batch, progress, memory_budget=None, cluster=None,
+                round_size: int = 1) -> dict:
     """One seed: float model (cached), search on the validation split, QAT of the best
     scheme with early stopping on the validation split, test accuracies."""
     x_tr, y_tr, x_val, y_val = data.split_validation(VAL_FRACTION, seed, VAL_MAX)
@@ -260,10 +287,19 @@ def _search_run(model_name, dataset, data, out, latency_fn, budget, searcher, bu
     log.info("float model: test accuracy %.4f (%s)", acc_float, "cached" if cached else "trained")
 
     evaluator = PTQEvaluator(float_model, x_tr, y_tr, x_val, y_val, qat_steps=search_qat_steps, seed=seed, lsq=lsq)
-    result, budget = run_search(float_model, evaluator, latency_fn, budget, searcher=searcher,
-                                n_evals=budget_evals, seed=seed, batch=batch, unit=budget.unit, progress=progress,
-                                size_budget=(memory_budget or {}).get("weight_bytes"),
-                                ram_budget=(memory_budget or {}).get("ram_bytes"))
+    remote = None
+    if cluster is not None:
+        from .search.parallel import ClusterEvaluator
+
+        remote = ClusterEvaluator(evaluator, cluster[0], client=cluster[1]).open()
+    try:
+        result, budget = run_search(float_model, remote or evaluator, latency_fn, budget, searcher=searcher,
+                                    n_evals=budget_evals, seed=seed, batch=batch, unit=budget.unit,
+                                    progress=progress, size_budget=(memory_budget or {}).get("weight_bytes"),
+                                    ram_budget=(memory_budget or {}).get("ram_bytes"), round_size=round_size)
+    finally:
+        if remote is not None:
+            remote.close()
     if result.best is None:
         raise UserError("the search evaluated no scheme; raise --budget-evals or --latency-budget.")
     best = result.best

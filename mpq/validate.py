@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -132,25 +134,82 @@ class Validation:
 LatencyFn = Callable[[list], tuple[np.ndarray, float]]
 
 
-def validate(model: QuantModel, model_name: str, dataset, session, target, latency_fn: LatencyFn | None,
-             n_schemes: int, seed: int = 0, n_images: int = 2, proxy_path: str | None = None,
-             progress: bool = False) -> Validation:
-    """Deploy the schemes on a booted session and compare (see the module doc)."""
+def plan_schemes(n_layers: int, n_schemes: int, seed: int) -> list[tuple[str, Scheme]]:
+    """(label, scheme) of every deployment: all-lowest, all-8x8, then the random ones."""
+    lo, hi = min(BITS), max(BITS)
+    plan = [("all-lowest", ((lo, lo),) * n_layers), ("all-8x8", ((hi, hi),) * n_layers)]
+    return plan + [(f"random-{i}", s) for i, s in enumerate(random_schemes(n_layers, n_schemes, seed))]
+
+
+@dataclass
+class Deployment:
+    """What every scheme's deployment needs besides the scheme and the session: the folded
+    network, its inputs and the latency model (shipped once to each worker on a cluster)."""
+
+    base: QuantModel
+    model_name: str
+    x_cal: torch.Tensor
+    x_in: torch.Tensor
+    latency_fn: LatencyFn | None
+    seed: int
+
+    def run(self, label: str, scheme: Scheme, session, target) -> SchemeResult:
+        """Quantise, generate, run on the device and check bit-exact; predicted beside measured.
+        Depends on nothing but its arguments (calibration draws from its own seeded generator),
+        so the schemes may run in any order, on any worker."""
+        tool = target.model_toolchain() if target.capabilities().model_images else None
+        q = quantize(self.base, scheme, self.x_cal, calib_batches=1, seed=self.seed)
+        im = build_integer_model(q)
+        graph = im.graph
+        with torch.no_grad():
+            xq = im.quantize_input(self.x_in)
+            ref = np.asarray(im.forward_int(xq), dtype=np.int64)
+        image = codegen.compile_image(codegen.generate(graph, {"model": self.model_name}), tool) if tool else None
+        try:
+            run = run_on_device(session, graph, np.asarray(xq, dtype=np.int8), image)
+        except MeasureError as e:
+            raise UserError(f"running scheme {label} on {target.name} failed: {e}") from None
+        latency_fn = self.latency_fn
+        timed = timed_layers(graph, latency_mode(latency_fn) if latency_fn is not None else "kernel")
+        per_pred: list[float | None] = [None] * len(timed)
+        total_pred = None
+        if latency_fn is not None:
+            specs = [t["spec"] for t in timed]
+            known = [i for i, s in enumerate(specs) if s is not None]
+            per, _ = latency_fn([specs[i] for i in known])
+            for i, v in zip(known, per):
+                per_pred[i] = float(v)
+            total_pred = float(sum(v for v in per_pred if v is not None))
+        layers = []
+        for j, t in enumerate(timed):
+            med = float(np.median(run.times[:, j]))
+            p = per_pred[j]
+            layers.append({"name": t["name"], "kind": t["kind"], "measured": med, "predicted": p,
+                           "error_pct": None if p is None or med == 0 else 100.0 * (p - med) / med})
+        return SchemeResult(label, [list(b) for b in scheme], total_pred, float(np.median(run.totals)),
+                            bool((run.outputs == ref).all()), layers)
+
+
+def prepare(model: QuantModel, model_name: str, dataset, latency_fn: LatencyFn | None, n_schemes: int,
+            seed: int, n_images: int) -> tuple[Deployment, list[tuple[str, Scheme]]]:
+    """Check the counts, fold the network and plan the schemes."""
     if n_schemes < 0:
         raise UserError(f"the number of random schemes must be >= 0, got {n_schemes}.")
     if n_images < 1:
         raise UserError(f"the number of images must be >= 1, got {n_images}.")
-    t0 = time.monotonic()
     torch.manual_seed(seed)
     base = model.eval()
     fold_model(base)
-    n_layers = len(base.layer_names)
-    lo, hi = min(BITS), max(BITS)
-    plan = [("all-lowest", ((lo, lo),) * n_layers), ("all-8x8", ((hi, hi),) * n_layers)]
-    plan += [(f"random-{i}", s) for i, s in enumerate(random_schemes(n_layers, n_schemes, seed))]
-    tool = target.model_toolchain() if target.capabilities().model_images else None
-    x_cal = dataset.x_train[:256]
-    x_in = dataset.x_test[:n_images]
+    dep = Deployment(base, model_name, dataset.x_train[:256], dataset.x_test[:n_images], latency_fn, seed)
+    return dep, plan_schemes(len(base.layer_names), n_schemes, seed)
+
+
+def validate(model: QuantModel, model_name: str, dataset, session, target, latency_fn: LatencyFn | None,
+             n_schemes: int, seed: int = 0, n_images: int = 2, proxy_path: str | None = None,
+             progress: bool = False) -> Validation:
+    """Deploy the schemes on a booted session and compare (see the module doc)."""
+    t0 = time.monotonic()
+    dep, plan = prepare(model, model_name, dataset, latency_fn, n_schemes, seed, n_images)
     results: list[SchemeResult] = []
     bar = None
     if progress:
@@ -159,35 +218,7 @@ def validate(model: QuantModel, model_name: str, dataset, session, target, laten
         bar = tqdm(total=len(plan), desc=f"validate {model_name} on {target.name}", unit="scheme", leave=False)
     try:
         for label, scheme in plan:
-            q = quantize(base, scheme, x_cal, calib_batches=1, seed=seed)
-            im = build_integer_model(q)
-            graph = im.graph
-            with torch.no_grad():
-                xq = im.quantize_input(x_in)
-                ref = np.asarray(im.forward_int(xq), dtype=np.int64)
-            image = codegen.compile_image(codegen.generate(graph, {"model": model_name}), tool) if tool else None
-            try:
-                run = run_on_device(session, graph, np.asarray(xq, dtype=np.int8), image)
-            except MeasureError as e:
-                raise UserError(f"running scheme {label} on {target.name} failed: {e}") from None
-            timed = timed_layers(graph, latency_mode(latency_fn) if latency_fn is not None else "kernel")
-            per_pred: list[float | None] = [None] * len(timed)
-            total_pred = None
-            if latency_fn is not None:
-                specs = [t["spec"] for t in timed]
-                known = [i for i, s in enumerate(specs) if s is not None]
-                per, _ = latency_fn([specs[i] for i in known])
-                for i, v in zip(known, per):
-                    per_pred[i] = float(v)
-                total_pred = float(sum(v for v in per_pred if v is not None))
-            layers = []
-            for j, t in enumerate(timed):
-                med = float(np.median(run.times[:, j]))
-                p = per_pred[j]
-                layers.append({"name": t["name"], "kind": t["kind"], "measured": med, "predicted": p,
-                               "error_pct": None if p is None or med == 0 else 100.0 * (p - med) / med})
-            results.append(SchemeResult(label, [list(b) for b in scheme], total_pred,
-                                        float(np.median(run.totals)), bool((run.outputs == ref).all()), layers))
+            results.append(dep.run(label, scheme, session, target))
             if bar is not None:
                 bar.update(1)
     finally:
@@ -226,3 +257,98 @@ def summary_text(v: Validation) -> str:
         lines.append(f"  {r.label:<12} {r.predicted if r.predicted is not None else float('nan'):>12.0f} "
                      f"{r.measured:>12.0f} {'' if e is None else f'{e:+.1f}%':>8}")
     return "\n".join(lines)
+
+
+# ---- on a Dask cluster (`mico validate --cluster`) ---------------------------------
+_ONE_AT_A_TIME = threading.Lock()
+
+
+def deploy_task(dep: Deployment, label: str, scheme: Scheme, target_name: str, params: dict,
+                fingerprint: str) -> SchemeResult:
+    """On a worker: deploy one scheme on the worker's kept session of the target (booted on
+    first use by harness.cluster's plugin; killed if the run fails, the next one boots anew)."""
+    from harness.cluster import worker_plugin
+
+    p = worker_plugin()
+    with _ONE_AT_A_TIME:               # torch's thread count is the process's
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
+        try:
+            session, target = p.session(target_name, params, fingerprint)
+            return dep.run(label, scheme, session, target)
+        except BaseException:
+            p.drop()
+            raise
+
+
+def validate_on_cluster(model: QuantModel, model_name: str, dataset, target_name: str, params: dict,
+                        latency_fn: LatencyFn | None, n_schemes: int, cluster: str, seed: int = 0,
+                        n_images: int = 2, proxy_path: str | None = None, progress: bool = False) -> Validation:
+    """`validate` with the deployments spread over the workers of a Dask cluster: each worker
+    builds and boots the target once (harness.cluster's plugin, as for a sweep), the network
+    and inputs go to every worker once, and the client collects the results (the one writer)
+    in plan order."""
+    from harness import registry
+    from harness.cluster import check_resources, connect, parse_cluster, probe_task
+
+    t0 = time.monotonic()
+    where = parse_cluster(cluster)
+    dep, plan = prepare(model, model_name, dataset, latency_fn, n_schemes, seed, n_images)
+    target = registry.get(target_name, **params)
+    need = target.cluster_resources()
+    client, local = connect(where)
+    futures: list = []
+    bar = None
+    try:
+        check_resources(client, need, str(where))
+        from distributed import as_completed
+
+        run = uuid.uuid4().hex[:8]
+        probe = client.submit(probe_task, target_name, params, resources=need or None, pure=False,
+                              key=f"mico-probe-{target_name}-{run}")
+        build, hello = _cluster_result(probe, f"probing {target_name}", where)
+        remote = client.scatter(dep, broadcast=True, hash=False)
+        futures = [client.submit(deploy_task, remote, label, scheme, target_name, params, build.fingerprint,
+                                 resources=need or None, pure=False, key=f"mico-deploy-{run}-{label}")
+                   for label, scheme in plan]
+        labels = {f.key: label for f, (label, _) in zip(futures, plan)}
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(plan), desc=f"validate {model_name} on {target_name} ({where})", unit="scheme",
+                       leave=False)
+        done: dict[str, SchemeResult] = {}
+        for fut in as_completed(futures):
+            r = _cluster_result(fut, f"deploying scheme {labels[fut.key]} on {target_name}", where)
+            done[r.label] = r
+            if bar is not None:
+                bar.update(1)
+    except BaseException:
+        client.cancel(futures)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        client.close()
+        if local is not None:
+            local.close()
+    unit = hello.timer_unit if hello is not None else "cycles"
+    return Validation(model_name, dataset.name, target_name, unit, proxy_path, [done[lb] for lb, _ in plan],
+                      wall_s=round(time.monotonic() - t0, 2))
+
+
+def _cluster_result(fut, what: str, where):
+    """A task's result; its failure as one sentence."""
+    from distributed import KilledWorker
+
+    from harness.errors import MicoError
+
+    try:
+        return fut.result()
+    except MicoError as e:
+        raise UserError(str(e)) from None
+    except KilledWorker as e:
+        raise UserError(f"{what} took down every worker it ran on ({e}).") from None
+    except Exception as e:  # noqa: BLE001 -- a task's own failure, in its own words
+        log.debug("cluster task failed", exc_info=True)
+        raise UserError(f"{what} failed on the cluster {where}: {type(e).__name__}: {e}.") from None

@@ -26,10 +26,13 @@ from harness.errors import UserError
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the validation JSON here.")
 @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None,
               help="Also keep the validation in this results store (beside the kernels it was predicted from).")
+@click.option("--cluster", default=None, metavar="local[:N] | tcp://HOST:PORT",
+              help="Deploy the schemes on the workers of a Dask cluster, each with its own booted target "
+                   "(docs/cluster.md), instead of one session here.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def validate(model_name, dataset, data_dir, target_name, proxy_path, n_schemes, n_images, seed, params, output,
-             store_path, no_progress, as_json):
+             store_path, cluster, no_progress, as_json):
     """Deploy random schemes plus all-lowest and all-8x8 and compare predicted with
     measured whole-model latency (MAPE, max |error|, Spearman rho), beside MiCo's
     two-point calibration.  Exits 1 if any run is not bit-exact."""
@@ -39,7 +42,12 @@ def validate(model_name, dataset, data_dir, target_name, proxy_path, n_schemes, 
     from .models import get_model
     from .validate import summary_text
     from .validate import validate as run_validate
+    from .validate import validate_on_cluster
 
+    if cluster is not None:
+        from harness.cluster import parse_cluster
+
+        parse_cluster(cluster)                  # a malformed address fails before any work
     latency_fn = None
     if proxy_path:
         from .cli import load_latency
@@ -51,9 +59,14 @@ def validate(model_name, dataset, data_dir, target_name, proxy_path, n_schemes, 
         raise UserError(f"target {target_name} cannot run models (it only measures kernels).")
     ds = load_dataset(dataset, data_dir)
     model = get_model(model_name, dataset)
-    with target.session() as session:
-        v = run_validate(model, model_name, ds, session, target, latency_fn, n_schemes, seed, n_images,
-                         proxy_path, progress=not no_progress and not as_json)
+    progress = not no_progress and not as_json
+    if cluster is not None:
+        v = validate_on_cluster(model, model_name, ds, target_name, params, latency_fn, n_schemes, cluster, seed,
+                                n_images, proxy_path, progress=progress)
+    else:
+        with target.session() as session:
+            v = run_validate(model, model_name, ds, session, target, latency_fn, n_schemes, seed, n_images,
+                             proxy_path, progress=progress)
     doc = v.to_dict()
     if output:
         write_document(output, doc, what="validation file")

@@ -4,6 +4,13 @@ Infeasible schemes (predicted latency above the budget) are never evaluated
 and never enter a result: samplers resample and, failing that, *repair* a
 scheme by lowering the bit-width of the layer that costs most until it fits.
 Evaluated schemes are cached; every searcher is deterministic for a seed.
+
+Searchers hand schemes whose choice does not depend on each other's accuracy
+to `Searcher.evaluate_many` as one batch (random search's schemes, the
+initial population, a round of children, an NSGA-II generation): an
+accuracy function with a ``many`` method (mpq.search.parallel) scores the
+batch in parallel, and the candidates are recorded in proposal order, so the
+result is the serial run's.
 """
 
 from __future__ import annotations
@@ -146,7 +153,8 @@ class Searcher(ABC):
 
     def __init__(self, n_layers: int, accuracy_fn: AccuracyFn, latency_fn: SchemeLatencyFn, budget: float,
                  n_evals: int = 40, seed: int = 0, bits: Sequence[int] = BITS, progress: bool = False,
-                 memory_fn: Callable[[Scheme], dict] | None = None, memory_budget: dict | None = None):
+                 memory_fn: Callable[[Scheme], dict] | None = None, memory_budget: dict | None = None,
+                 round_size: int = 1):
         if n_evals < 1:
             raise UserError(f"--budget-evals must be at least 1, got {n_evals}.")
         self.n_layers = int(n_layers)
@@ -158,6 +166,14 @@ class Searcher(ABC):
         self.rng = np.random.default_rng(seed)
         self.progress = progress
         self.evaluated: dict[Scheme, Candidate] = {}
+        # proposed for the batch being assembled, not yet scored: never proposed twice
+        self.pending: set[Scheme] = set()
+        if round_size < 1:
+            raise UserError(f"--round-size must be at least 1, got {round_size}.")
+        # schemes proposed per round by the steady-state loops (evolution, surrogate): 1 is
+        # one at a time; more lets a cluster score a round side by side (the result depends
+        # on the round size, never on where the rounds run)
+        self.round_size = int(round_size)
         self.order: list[Candidate] = []
         self.rejected = 0
         self._bar = None
@@ -184,7 +200,16 @@ class Searcher(ABC):
 
     @property
     def remaining(self) -> int:
-        return self.n_evals - len(self.order)
+        return self.n_evals - len(self.order) - len(self.pending)
+
+    def known(self, scheme: Scheme) -> bool:
+        """Evaluated already, or proposed in the batch being assembled."""
+        return scheme in self.evaluated or scheme in self.pending
+
+    def propose(self, scheme: Scheme) -> Scheme:
+        """Put a scheme into the batch being assembled (it counts against the budget)."""
+        self.pending.add(scheme)
+        return scheme
 
     def random_scheme(self) -> Scheme:
         b = self.bits
@@ -269,22 +294,41 @@ class Searcher(ABC):
         """A feasible, not yet evaluated scheme: resample, then repair."""
         for _ in range(tries):
             s = self.random_scheme()
-            if s not in self.evaluated and self.feasible(s):
+            if not self.known(s) and self.feasible(s):
                 return s
         for _ in range(tries):
             s = self.repair(self.random_scheme())
-            if s is not None and s not in self.evaluated:
+            if s is not None and not self.known(s):
                 return s
         return None
 
     def evaluate(self, scheme: Scheme) -> Candidate:
-        hit = self.evaluated.get(scheme)
-        if hit is not None:
-            return hit
+        return self.evaluate_many([scheme])[0]
+
+    def evaluate_many(self, schemes: Sequence[Scheme]) -> list[Candidate]:
+        """The candidates of `schemes`, in order: the new ones scored as one batch (in
+        parallel where the accuracy function has ``many``), recorded in proposal order."""
+        new: list[Scheme] = []
+        for s in schemes:
+            if s not in self.evaluated and s not in new:
+                per, total = self.latency_fn(s)
+                if total > self.budget or self.over_memory(s) > 0:   # never let an infeasible scheme in
+                    raise AssertionError(f"infeasible scheme {s} reached evaluation")
+                new.append(s)
+        self.pending.difference_update(schemes)
+        if len(new) > self.remaining:
+            raise AssertionError(f"a batch of {len(new)} schemes overruns the evaluation budget")
+        many = getattr(self.accuracy_fn, "many", None)
+        if many is not None and len(new) > 1:
+            for s, acc in zip(new, many(new)):
+                self._record(s, float(acc))
+        else:
+            for s in new:       # one by one: a stopped search keeps what it scored
+                self._record(s, float(self.accuracy_fn(s)))
+        return [self.evaluated[s] for s in schemes]
+
+    def _record(self, scheme: Scheme, acc: float) -> Candidate:
         per, total = self.latency_fn(scheme)
-        if total > self.budget or self.over_memory(scheme) > 0:   # never let an infeasible scheme in
-            raise AssertionError(f"infeasible scheme {scheme} reached evaluation")
-        acc = float(self.accuracy_fn(scheme))
         c = Candidate(scheme, acc, float(total), [float(v) for v in per], len(self.order))
         self.evaluated[scheme] = c
         self.order.append(c)

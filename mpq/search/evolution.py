@@ -15,7 +15,10 @@ class EvolutionSearcher(Searcher):
     candidates (elitism), parents by tournament, uniform per-layer crossover,
     mutation of one layer's bits, repair to the budget, no re-evaluations.
     The initial population holds the feasible uniform schemes 8x8, 4x8, 4x4,
-    2x4, 2x2 (highest precision first) topped up with random feasible ones."""
+    2x4, 2x2 (highest precision first) topped up with random feasible ones,
+    scored as one batch.  Each round breeds ``round_size`` children from the
+    same population (1: classic steady state), scored as one batch, and the
+    best ``population`` of parents and children survive."""
 
     name = "evolution"
     SEEDS = ((8, 8), (4, 8), (4, 4), (2, 4), (2, 2))
@@ -48,33 +51,38 @@ class EvolutionSearcher(Searcher):
             p1 = self._tournament(pop)
             if len(pop) > 1 and self.rng.random() < self.p_crossover:
                 child = self._crossover(p1.bits, self._tournament(pop).bits)
-                if child in self.evaluated:
+                if self.known(child):
                     child = self._mutate(child)
             else:
                 child = self._mutate(p1.bits)
             if not self.feasible(child):
                 child = self.repair(child)
-            if child is not None and child not in self.evaluated:
+            if child is not None and not self.known(child):
                 return child
         return self.random_feasible()
 
     def _run(self) -> None:
-        pop: list[Candidate] = []
+        first: list[Scheme] = []
         for qa, qw in self.SEEDS:
-            if len(pop) >= self.population or self.remaining <= 0:
+            if len(first) >= self.population or self.remaining <= 0:
                 break
             s = ((qa, qw),) * self.n_layers
-            if s not in self.evaluated and self.feasible(s):
-                pop.append(self.evaluate(s))
-        while len(pop) < self.population and self.remaining > 0:
+            if not self.known(s) and self.feasible(s):
+                first.append(self.propose(s))
+        while len(first) < self.population and self.remaining > 0:
             s = self.random_feasible()
             if s is None:
                 break
-            pop.append(self.evaluate(s))
+            first.append(self.propose(s))
+        pop: list[Candidate] = self.evaluate_many(first)
         while self.remaining > 0 and pop:
-            s = self._child(pop)
-            if s is None:
+            kids: list[Scheme] = []
+            while len(kids) < self.round_size and self.remaining > 0:
+                s = self._child(pop)
+                if s is None:
+                    break
+                kids.append(self.propose(s))
+            if not kids:
                 log.info("evolution: no new feasible scheme found; stopping after %d", len(self.order))
                 break
-            pop.append(self.evaluate(s))
-            pop = sorted(pop, key=_rank_key)[:self.population]
+            pop = sorted(pop + self.evaluate_many(kids), key=_rank_key)[:self.population]

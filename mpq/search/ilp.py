@@ -128,12 +128,15 @@ class ILPSearcher(Searcher):
         n = min(self.remaining, len(schemes))
         # the full-budget solution, then an even spread over the rest of the front
         idx = [0] + [int(round(v)) for v in np.linspace(0, len(schemes) - 1, n)[1:]] if n > 1 else [0]
+        batch = []                           # the front does not depend on accuracy: one batch
         for k in dict.fromkeys(idx):
             if self.remaining <= 0:
                 break
-            self.evaluate(schemes[k])
+            if not self.known(schemes[k]):
+                batch.append(self.propose(schemes[k]))
         for s in schemes:                    # an evaluation budget larger than the distinct set
             if self.remaining <= 0:
                 break
-            if s not in self.evaluated:
-                self.evaluate(s)
+            if not self.known(s):
+                batch.append(self.propose(s))
+        self.evaluate_many(batch)

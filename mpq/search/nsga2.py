@@ -49,14 +49,23 @@ class NSGA2Searcher(Searcher):
             X = np.asarray(pop.get("X"), dtype=int)
             F = np.zeros((len(X), 2))
             before = len(self.order)
+            chosen: list = []                               # a generation is scored as one batch
             for k, x in enumerate(X):
                 s = tuple((self.bits[x[2 * i]], self.bits[x[2 * i + 1]]) for i in range(self.n_layers))
                 if not self.feasible(s):
                     s = self.repair(s)
-                if s is None or (s not in self.evaluated and self.remaining <= 0):
+                if s is None or (not self.known(s) and self.remaining <= 0):
+                    chosen.append(None)
+                    continue
+                if not self.known(s):
+                    self.propose(s)
+                chosen.append(s)
+            self.evaluate_many([s for s in chosen if s is not None])
+            for k, s in enumerate(chosen):
+                if s is None:
                     F[k] = (1.0, 2 * self.budget)          # never evaluated: dominated by everything
                     continue
-                c = self.evaluate(s)
+                c = self.evaluated[s]
                 X[k] = [self.bits.index(b) for p in s for b in p]
                 F[k] = (-c.accuracy, c.latency)
             pop.set("X", X)

@@ -15,9 +15,12 @@ class RandomSearcher(Searcher):
     name = "random"
 
     def _run(self) -> None:
+        # no scheme depends on another's accuracy: the whole budget is one batch
+        batch = []
         while self.remaining > 0:
             s = self.random_feasible()
             if s is None:
-                log.info("random search: no new feasible scheme found; stopping after %d", len(self.order))
+                log.info("random search: no new feasible scheme found; stopping after %d", len(batch))
                 break
-            self.evaluate(s)
+            batch.append(self.propose(s))
+        self.evaluate_many(batch)

@@ -87,17 +87,19 @@ class SurrogateSearcher(EvolutionSearcher):
         if sens is not None:
             self._omega = sens(self.bits)
         n0 = self.initial if self.initial is not None else max(3, self.n_evals // 3)
-        for qa, qw in self.SEEDS:                      # a few uniform schemes, then random ones
-            if len(self.order) >= min(n0, 2) or self.remaining <= 0:
+        first: list[Scheme] = []                       # a few uniform schemes, then random ones: one batch
+        for qa, qw in self.SEEDS:
+            if len(self.order) + len(first) >= min(n0, 2) or self.remaining <= 0:
                 break
             s = ((qa, qw),) * self.n_layers
-            if s not in self.evaluated and self.feasible(s):
-                self.evaluate(s)
-        while len(self.order) < n0 and self.remaining > 0:
+            if not self.known(s) and self.feasible(s):
+                first.append(self.propose(s))
+        while len(self.order) + len(first) < n0 and self.remaining > 0:
             s = self.random_feasible()
             if s is None:
                 break
-            self.evaluate(s)
+            first.append(self.propose(s))
+        self.evaluate_many(first)
         lo = min(self.latency(((a, w),) * self.n_layers) for a in self.bits for w in self.bits)
         k = 0
         while self.remaining > 0 and self.order:
@@ -111,4 +113,6 @@ class SurrogateSearcher(EvolutionSearcher):
                 self.evaluate(s)
                 continue
             mean, spread = self._fit()(self._features(cands))
-            self.evaluate(cands[int(np.argmax(mean + self.explore * spread))])
+            # the round's most promising proposals (the first best first, as argmax picks it)
+            top = np.argsort(-(mean + self.explore * spread), kind="stable")[:min(self.round_size, self.remaining)]
+            self.evaluate_many([cands[int(i)] for i in top])
