@@ -85,7 +85,13 @@ class Sampler:
     def disagreement(self, shapes: list[tuple], pairs: list[tuple[int, int]]) -> np.ndarray:
         """Per shape: std of the members' log-predictions, averaged over its pairs."""
         specs = [KernelSpec(self.op, sh, a, w) for sh in shapes for a, w in pairs]
-        preds = np.stack([m.predict(specs) for m in self.members])
+        X: dict[str, np.ndarray] = {}         # the features once per feature set, not per member
+        preds = []
+        for m in self.members:
+            if m.features not in X:
+                X[m.features] = m._X(specs)
+            preds.append(np.maximum(m.regressor_.predict(X[m.features]), 0.0))   # linear members: no log
+        preds = np.stack(preds)
         logp = np.log(np.maximum(preds, 1e-9 * max(1.0, float(np.max(preds)))))
         return logp.std(axis=0).reshape(len(shapes), len(pairs)).mean(axis=1)
 
