@@ -109,4 +109,5 @@ def run_adaptive(plan, store, runner, fingerprint: str, target_name: str, pairs:
             elif len(st.chosen) >= st.budget:
                 st.stopped = "N"
     return {st.op: {"shapes": len(st.chosen), "stopped": st.stopped, "rounds": st.history,
+                    "chosen": [list(sh) for sh in st.chosen],
                     "cv_mape": st.history[-1]["cv_mape"] if st.history else None} for st in states}

@@ -94,7 +94,7 @@ def measure(target_name, op, shape, qa, qw, mode, out_bits, repeats, params, as_
 
 @main.command()
 @click.option("--target", "target_name", required=True)
-@click.option("--plan", required=True, help="smoke | grid | zoo | random:N[:SEED] | adaptive:N[:SEED] | model:NAME")
+@click.option("--plan", required=True, help="smoke | grid | zoo | random:N[:SEED] | zoo-random:N[:SEED] | adaptive:N[:SEED] | model:NAME")
 @click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--jobs", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
               help="Parallel workers, one booted target each.")

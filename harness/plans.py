@@ -17,7 +17,9 @@ repeat can occur and the sweep skips it as already stored.
 ``adaptive:N[:SEED]``: N shapes (half matmul, half conv2d, as ``random:N``)
 chosen one batch at a time by the sweep itself (harness/adaptive.py) among
 candidates within the model zoo's layer-shape ranges (harness/zoo_ranges.py);
-it has no fixed spec list, so `Plan.specs` refuses it.
+it has no fixed spec list, so `Plan.specs` refuses it.  ``zoo-random:N[:SEED]``
+is its candidates without the choosing: the first shapes of the same seeded
+pool (the adaptive plan's first shapes, and its baseline).
 """
 
 from __future__ import annotations
@@ -149,6 +151,10 @@ class Plan:
     def is_adaptive(self) -> bool:
         return self.name.startswith("adaptive:")
 
+    @property
+    def is_zoo_random(self) -> bool:
+        return self.name.startswith("zoo-random:")
+
     def _listed(self) -> dict[str, list[tuple]]:
         if self.name == "smoke":
             return SMOKE
@@ -158,7 +164,7 @@ class Plan:
 
     def count(self, op: str) -> int:
         """How many shapes of `op` the plan has (no shape is drawn)."""
-        if self.is_random or self.is_adaptive:
+        if self.is_random or self.is_adaptive or self.is_zoo_random:
             n_mm = (self.n_random + 1) // 2
             return n_mm if op == "matmul" else self.n_random - n_mm
         return len(self._listed().get(op, ()))
@@ -167,6 +173,10 @@ class Plan:
         if self.is_random:
             # the conv2d shapes continue the matmul draws' stream: those are drawn (not kept) first
             return (shape for o, shape in random_shapes(self.n_random, self.seed) if o == op)
+        if self.is_zoo_random:
+            from .zoo_ranges import candidates
+
+            return iter(candidates(op, self.count(op), self.seed) if op in ("matmul", "conv2d") else ())
         return iter(self._listed().get(op, ()))
 
     @property
@@ -223,7 +233,7 @@ def parse_plan(name: str) -> Plan:
         return Plan(name)
     if name.startswith("model:") and len(name) > 6:
         return Plan(name)
-    for kind, least in (("random", 2), ("adaptive", 1)):
+    for kind, least in (("random", 2), ("adaptive", 1), ("zoo-random", 1)):
         if not name.startswith(kind + ":"):
             continue
         parts = name.split(":")
@@ -235,7 +245,7 @@ def parse_plan(name: str) -> Plan:
         if n < least or len(parts) > 3:
             raise UserError(f"plan {name!r} is malformed; use {kind}:N[:SEED] with N >= {least} shapes.")
         return Plan(name, n, seed)
-    raise UserError(f"unknown plan {name!r}; use smoke, grid, zoo, random:N, adaptive:N or model:NAME.")
+    raise UserError(f"unknown plan {name!r}; use smoke, grid, zoo, random:N, zoo-random:N, adaptive:N or model:NAME.")
 
 
 def iter_specs(name: str, pairs: Iterable[tuple[int, int]] = ALL_PAIRS, ops: Iterable[str] | None = None
