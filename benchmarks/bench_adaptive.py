@@ -55,17 +55,19 @@ def parse_args(argv=None):
     ap.add_argument("--heldout", type=int, default=16, help="held-out shapes per set (half per op)")
     ap.add_argument("--store", type=Path, required=True, help="store the sweeps share (cached: reruns resume)")
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--ops", default="matmul,conv2d", help="ops to sweep (an RTL target: matmul alone is cheap)")
     ap.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT)
     a = ap.parse_args(argv)
     a.seeds = [int(s) for s in a.seeds.split(",")]
+    a.ops = tuple(a.ops.split(","))
     return a
 
 
-def _sweep(target, plan, store, jobs):
+def _sweep(target, plan, store, jobs, ops):
     from harness.sweep import run_sweep
 
     t = time.monotonic()
-    s = run_sweep(target, plan, str(store), jobs=jobs, progress=False)
+    s = run_sweep(target, plan, str(store), jobs=jobs, progress=False, ops=list(ops))
     print(f"  {plan}: {s.measured} measured, {s.skipped_existing} stored, {time.monotonic() - t:.0f} s", flush=True)
     return s
 
@@ -111,17 +113,18 @@ def main(argv=None) -> dict:
     from harness.zoo_ranges import candidates
 
     a = parse_args(argv)
+    OPS = a.ops
     a.store.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     print(f"{a.target}: held-out sets", flush=True)
-    _sweep(a.target, f"zoo-random:{a.heldout}:{HELDOUT_SEED}", a.store, a.jobs)
-    _sweep(a.target, f"random:{a.heldout}:{HELDOUT_SEED}", a.store, a.jobs)
+    _sweep(a.target, f"zoo-random:{a.heldout}:{HELDOUT_SEED}", a.store, a.jobs, a.ops)
+    _sweep(a.target, f"random:{a.heldout}:{HELDOUT_SEED}", a.store, a.jobs, a.ops)
     orders: dict = {}          # plan kind -> seed -> op -> [shape] in measuring order
     fp = None
     for seed in a.seeds:
         print(f"{a.target}: seed {seed}", flush=True)
         for kind in ("random", "zoo-random", "adaptive"):
-            s = _sweep(a.target, f"{kind}:{a.n}:{seed}", a.store, a.jobs)
+            s = _sweep(a.target, f"{kind}:{a.n}:{seed}", a.store, a.jobs, a.ops)
             fp = s.fingerprint
             if kind == "random":
                 o = {op: [sh for p, sh in random_shapes(a.n, seed) if p == op] for op in OPS}
