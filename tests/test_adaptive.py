@@ -130,3 +130,10 @@ def test_committee_disagrees_most_far_from_the_measured_shapes():
     assert smp.choose([near, far], pairs, 1) == [far]
     d = smp.disagreement([near, far], pairs)
     assert d[1] > d[0] > 0
+
+
+def test_zoo_random_plan_is_the_adaptive_pool_in_order():
+    p = parse_plan("zoo-random:5:4")
+    assert p.size() == 5 * 16
+    for op, n in (("matmul", 3), ("conv2d", 2)):
+        assert list(p.shapes(op)) == zoo_ranges.candidates(op, 400, 4)[:n]
