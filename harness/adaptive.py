@@ -77,7 +77,8 @@ def run_adaptive(plan, store, runner, fingerprint: str, target_name: str, pairs:
             if st.stopped is not None:
                 continue
             k = min(batch, st.budget - len(st.chosen))
-            rest = [sh for sh in st.pool if sh not in set(st.chosen)]
+            taken = set(st.chosen)
+            rest = [sh for sh in st.pool if sh not in taken]
             if not rest:
                 st.stopped = "pool"
                 continue
