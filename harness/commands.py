@@ -94,7 +94,7 @@ def measure(target_name, op, shape, qa, qw, mode, out_bits, repeats, params, as_
 
 @main.command()
 @click.option("--target", "target_name", required=True)
-@click.option("--plan", required=True, help="smoke | grid | zoo | random:N[:SEED] | model:NAME")
+@click.option("--plan", required=True, help="smoke | grid | zoo | random:N[:SEED] | zoo-random:N[:SEED] | adaptive:N[:SEED] | model:NAME")
 @click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--jobs", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
               help="Parallel workers, one booted target each.")
@@ -109,13 +109,17 @@ def measure(target_name, op, shape, qa, qw, mode, out_bits, repeats, params, as_
 @param_option()
 @click.option("--budget", type=FiniteFloat(min=0.0), default=2.0, show_default=True,
               help="Seconds per spec for adaptive repeats (noisy targets).")
+@click.option("--target-mape", type=FiniteFloat(min=0.0), default=None, metavar="PERCENT",
+              help="adaptive:N only: stop an op as soon as its shape-grouped CV MAPE is at most this.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def sweep(target_name, plan, store_path, jobs, cluster, scheduler, resources, ops, mode, params, budget,
-          no_progress, as_json):
+          target_mape, no_progress, as_json):
     """Measure every spec of a plan; resumes: stored specs are skipped.
 
-    Plans: smoke, grid, zoo, random:N[:SEED], model:NAME (layer mode: one model's layers)."""
+    Plans: smoke, grid, zoo, random:N[:SEED], model:NAME (layer mode: one model's layers),
+    adaptive:N[:SEED] (N shapes chosen while measuring where the proxies disagree most, among
+    the zoo's layer-shape ranges; --target-mape stops it early)."""
     from .sweep import run_sweep
 
     if cluster and scheduler:
@@ -127,11 +131,14 @@ def sweep(target_name, plan, store_path, jobs, cluster, scheduler, resources, op
                         "(local:N, or the workers' --nthreads).")
     s = run_sweep(target_name, plan, store_path, jobs=jobs, params=params, cluster=cluster or scheduler,
                   policy=StatsPolicy(budget_s=budget), progress=not no_progress, ops=list(ops) or None, mode=mode,
-                  resources=parse_resources(resources))
+                  resources=parse_resources(resources), target_mape=target_mape)
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.by_status.items())) or "nothing new"
     emit(s.to_dict(), as_json,
          f"{target_name} plan {plan}: {s.total} specs, {s.skipped_existing} already stored, "
-         f"{s.measured} measured ({statuses}) in {s.wall_s:.1f} s -> {store_path}")
+         f"{s.measured} measured ({statuses}) in {s.wall_s:.1f} s -> {store_path}"
+         + "".join(f"\n  {op}: {r['shapes']} shapes, stopped by {r['stopped']}, grouped-CV MAPE "
+                   + ("n/a" if r["cv_mape"] is None else f"{r['cv_mape']:.2f}%")
+                   for op, r in (s.adaptive or {}).items()))
 
 
 def parse_resources(texts) -> dict[str, float]:

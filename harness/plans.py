@@ -13,6 +13,13 @@ the same shapes it did before, so stores resume).  A shape that is among the
 last `DEDUP_WINDOW` shapes of its op is drawn again, so plans up to that size
 hold distinct shapes; beyond it (where the shape space itself runs out) a
 repeat can occur and the sweep skips it as already stored.
+
+``adaptive:N[:SEED]``: N shapes (half matmul, half conv2d, as ``random:N``)
+chosen one batch at a time by the sweep itself (harness/adaptive.py) among
+candidates within the model zoo's layer-shape ranges (harness/zoo_ranges.py);
+it has no fixed spec list, so `Plan.specs` refuses it.  ``zoo-random:N[:SEED]``
+is its candidates without the choosing: the first shapes of the same seeded
+pool (the adaptive plan's first shapes, and its baseline).
 """
 
 from __future__ import annotations
@@ -140,6 +147,14 @@ class Plan:
     def is_random(self) -> bool:
         return self.name.startswith("random:")
 
+    @property
+    def is_adaptive(self) -> bool:
+        return self.name.startswith("adaptive:")
+
+    @property
+    def is_zoo_random(self) -> bool:
+        return self.name.startswith("zoo-random:")
+
     def _listed(self) -> dict[str, list[tuple]]:
         if self.name == "smoke":
             return SMOKE
@@ -149,7 +164,7 @@ class Plan:
 
     def count(self, op: str) -> int:
         """How many shapes of `op` the plan has (no shape is drawn)."""
-        if self.is_random:
+        if self.is_random or self.is_adaptive or self.is_zoo_random:
             n_mm = (self.n_random + 1) // 2
             return n_mm if op == "matmul" else self.n_random - n_mm
         return len(self._listed().get(op, ()))
@@ -158,6 +173,10 @@ class Plan:
         if self.is_random:
             # the conv2d shapes continue the matmul draws' stream: those are drawn (not kept) first
             return (shape for o, shape in random_shapes(self.n_random, self.seed) if o == op)
+        if self.is_zoo_random:
+            from .zoo_ranges import candidates
+
+            return iter(candidates(op, self.count(op), self.seed) if op in ("matmul", "conv2d") else ())
         return iter(self._listed().get(op, ()))
 
     @property
@@ -192,6 +211,8 @@ class Plan:
             return
         if self.is_model:
             raise UserError(f"plan {self.name!r} lists a model's layers: measure it with the layer mode.")
+        if self.is_adaptive:
+            raise UserError(f"plan {self.name!r} chooses its shapes while it measures; run it with `mico sweep`.")
         for op in _ops(ops):
             for shape in self.shapes(op):
                 for qa, qw in pairs:
@@ -212,17 +233,19 @@ def parse_plan(name: str) -> Plan:
         return Plan(name)
     if name.startswith("model:") and len(name) > 6:
         return Plan(name)
-    if name.startswith("random:"):
+    for kind, least in (("random", 2), ("adaptive", 1), ("zoo-random", 1)):
+        if not name.startswith(kind + ":"):
+            continue
         parts = name.split(":")
         try:
             n = int(parts[1])
             seed = int(parts[2]) if len(parts) > 2 else 0
         except ValueError:
             n = -1
-        if n < 2 or len(parts) > 3:
-            raise UserError(f"plan {name!r} is malformed; use random:N[:SEED] with N >= 2.")
+        if n < least or len(parts) > 3:
+            raise UserError(f"plan {name!r} is malformed; use {kind}:N[:SEED] with N >= {least} shapes.")
         return Plan(name, n, seed)
-    raise UserError(f"unknown plan {name!r}; use smoke, grid, zoo, random:N or model:NAME.")
+    raise UserError(f"unknown plan {name!r}; use smoke, grid, zoo, random:N, zoo-random:N, adaptive:N or model:NAME.")
 
 
 def iter_specs(name: str, pairs: Iterable[tuple[int, int]] = ALL_PAIRS, ops: Iterable[str] | None = None

@@ -495,6 +495,24 @@ class Store:
                 found |= {tuple(r) for r in rows} & keys
         return found
 
+    def get_among(self, fingerprint: str, specs: Iterable[KernelSpec]) -> dict[tuple, Measurement]:
+        """The stored measurements of `specs` (a plan's chosen kernels), by ``KernelSpec.key()``."""
+        keys = {s.key() for s in specs}
+        names = {f: n for f, n in self.db.execute("SELECT fingerprint, name FROM targets")}
+        out: dict[tuple, Measurement] = {}
+        for op in sorted({k[0] for k in keys}):
+            shapes = sorted({k[1] for k in keys if k[0] == op})
+            for i in range(0, len(shapes), 500):
+                part = shapes[i:i + 500]
+                rows = self.db.execute(
+                    f"SELECT {self._meas_columns()} FROM measurements WHERE fingerprint=? AND op=? AND shape IN "
+                    f"({','.join('?' * len(part))})", (fingerprint, op, *part)).fetchall()
+                for r in rows:
+                    m = self._decode(r, names)
+                    if m.spec.key() in keys:
+                        out[m.spec.key()] = m
+        return out
+
     def put(self, m: Measurement, replace: bool = False) -> bool:
         """Insert one measurement in its own transaction.  Returns False if the key existed."""
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"

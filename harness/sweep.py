@@ -119,6 +119,7 @@ class SweepSummary:
     by_status: dict = field(default_factory=dict)
     wall_s: float = 0.0
     build_cached: bool = False
+    adaptive: dict | None = None        # the adaptive plan's report (harness.adaptive)
 
     @property
     def per_second(self) -> float:
@@ -127,6 +128,8 @@ class SweepSummary:
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d["measurements_per_s"] = self.per_second
+        if d["adaptive"] is None:
+            del d["adaptive"]
         return d
 
 
@@ -205,18 +208,27 @@ class PoolRunner:
 def run_sweep(target_name: str, plan: str, store_path: str, jobs: int = 1, params: dict | None = None,
               cluster: str | None = None, policy: StatsPolicy | None = None,
               progress: bool = True, ops: list[str] | None = None, mode: str = "kernel",
-              resources: dict[str, float] | None = None, on_row=None) -> SweepSummary:
+              resources: dict[str, float] | None = None, on_row=None,
+              target_mape: float | None = None) -> SweepSummary:
     """Measure every spec of `plan` not yet in the store.
 
     `cluster` (``local[:N]`` or ``tcp://host:port``) runs the specs on a Dask
     cluster instead of `jobs` local processes; `resources` are Dask worker
     resources every spec needs on top of the target's own (a board's).
-    `on_row(measurement)` is called after each row is committed.
+    `on_row(measurement)` is called after each row is committed.  An
+    ``adaptive:N`` plan chooses its shapes as it measures (harness.adaptive) and
+    stops early once its shape-grouped CV MAPE is at most `target_mape` (%).
     """
     params = params or {}
     if jobs < 1:
         raise UserError(f"a sweep needs at least 1 worker, not {jobs}.")
     plan_ = parse_plan(plan)   # validate the plan before building anything
+    if target_mape is not None and not plan_.is_adaptive:
+        raise UserError(f"--target-mape stops an adaptive plan early; plan {plan!r} is not one (use adaptive:N).")
+    if target_mape is not None and not (target_mape > 0):
+        raise UserError(f"--target-mape must be a positive percentage, not {target_mape}.")
+    if plan_.is_adaptive and mode != "kernel":
+        raise UserError("the adaptive plan measures kernels; run it with --mode kernel.")
     if cluster is not None:
         from .cluster import ClusterRunner, parse_cluster
 
@@ -245,7 +257,22 @@ def run_sweep(target_name: str, plan: str, store_path: str, jobs: int = 1, param
             runner.prepare(build, policy or StatsPolicy(), target.deterministic, target.kernel_timeout)
             batch_size = max(64, 8 * runner.parallelism)
             t0 = time.monotonic()
-            for batch in batched(plan_.specs(hello.pairs, op_list, mode), batch_size):
+            if plan_.is_adaptive:
+                from .adaptive import run_adaptive
+
+                if progress:
+                    from tqdm import tqdm
+
+                    bar = tqdm(total=total, desc=f"{target_name} {plan}", unit="kernel", leave=False)
+
+                def drain(store_):
+                    while runner.in_flight:
+                        _store_results(runner.results(), store_, summary, bar, on_row)
+
+                summary.adaptive = run_adaptive(plan_, store, runner, build.fingerprint, target_name, hello.pairs,
+                                                op_list, target_mape, summary, drain,
+                                                bar.update if bar is not None else None)
+            for batch in ([] if plan_.is_adaptive else batched(plan_.specs(hello.pairs, op_list, mode), batch_size)):
                 todo = _new_specs(store, build.fingerprint, batch)
                 summary.skipped_existing += len(batch) - len(todo)
                 if bar is None and progress and todo:
