@@ -67,6 +67,47 @@ def test_searchers_on_the_cluster_match_serial(cluster, digits_mlp, searcher, kw
         assert len({t["worker"] for t in evals}) == 2
 
 
+def test_worker_killed_mid_search(cluster, digits_mlp):
+    """SIGKILL a worker while it scores a candidate: Dask runs that evaluation again on a
+    worker that lives, and the search returns the serial run's candidates, each scored once."""
+    import os
+    import signal
+    import threading
+
+    address, client = cluster
+    model, evaluator = digits_mlp
+    args = dict(searcher="random", n_evals=8, seed=3)
+    serial, _ = run_search(model, evaluator(), cbops_latency, "60%", **args)
+    killed: dict = {}
+    stop = threading.Event()
+
+    def killer():
+        """Wait (polling the scheduler, bounded) until a worker holds an evaluation, then kill it."""
+        while not stop.is_set() and not killed:
+            busy = {w: ks for w, ks in client.processing().items()
+                    if any(str(k).startswith("mico-eval") for k in ks)}
+            if busy:
+                victim = sorted(busy)[0]
+                pid = client.run(os.getpid, workers=[victim])[victim]
+                os.kill(pid, signal.SIGKILL)
+                killed.update(worker=victim, keys=set(map(str, busy[victim])))
+                return
+            stop.wait(0.02)
+
+    watcher = threading.Thread(target=killer, daemon=True)
+    with ClusterEvaluator(evaluator(), address) as remote:
+        watcher.start()
+        try:
+            spread, _ = run_search(model, remote, cbops_latency, "60%", **args)
+        finally:
+            stop.set()
+            watcher.join(30)
+    assert killed, "no worker was scoring a candidate while the search ran"
+    assert _cands(spread) == _cands(serial) and len(serial.candidates) == 8
+    assert spread.best.bits == serial.best.bits
+    client.wait_for_workers(2, timeout=120)     # the nanny restarts it for the next test
+
+
 def test_search_cli_local_cluster_same_scheme_as_serial(tmp_path):
     """`mico search --cluster local:2` writes the serial run's scheme, candidates and accuracies."""
     args = ("search", "--model", "mlp", "--searcher", "evolution", "--round-size", "2", "--budget-evals", "6",
