@@ -6,7 +6,8 @@ every model at sweep start costs seconds.  So the ranges are written here and
 tests/test_adaptive.py checks them against ``mpq.zoo.zoo_shapes()``: a zoo that
 grows beyond them fails that test (update the numbers, not the check).
 
-Every zoo layer runs one image at a time (N = 1).  Sizes are drawn
+Every zoo layer runs one image at a time: N = 1, except the transformers'
+token-wise linears, a matmul whose N is the sequence length.  Sizes are drawn
 log-uniformly within the ranges, the conv kinds (dense, grouped, depthwise)
 and (kernel, stride, padding) triples in the zoo's proportions, and a draw
 larger than the zoo's largest layer (in MACs) is drawn again.
@@ -17,17 +18,19 @@ from __future__ import annotations
 import math
 import random
 
-#: matmul (1, M, K): M outputs, K reduction
-MATMUL = {"M": (6, 256), "K": (32, 3072), "max_macs": 786_432}
+#: matmul (N, M, K): M outputs, K reduction; N = 1 (one image) or a transformer's tokens in `tokens`;
+#: `rows`: zoo layer counts of each kind; `max_macs` bounds M x K (the largest layers are N = 1)
+MATMUL = {"M": (6, 256), "K": (32, 3072), "tokens": (11, 69), "rows": {"one": 51, "tokens": 27},
+          "max_macs": 786_432}
 
 #: conv2d (1, C, H, W, K, KS, S, P, G); H x W up to `hw` (conv1d layers are H = 1, W long)
 CONV2D = {
     "C": (1, 336), "K": (8, 448), "H": (1, 49), "W": (1, 1024), "hw": 1024,
     "max_macs": 10_485_760,
     # (ks, stride, pad): zoo layer counts
-    "window": {(1, 1, 0): 190, (3, 1, 1): 97, (3, 2, 1): 40, (5, 1, 2): 12, (1, 2, 0): 12},
+    "window": {(1, 1, 0): 197, (3, 1, 1): 97, (3, 2, 1): 41, (5, 1, 2): 12, (1, 2, 0): 12, (4, 4, 0): 3},
     # kind: zoo layer counts (grouped layers have 3 groups)
-    "kind": {"dense": 248, "depthwise": 62, "grouped3": 41},
+    "kind": {"dense": 259, "depthwise": 62, "grouped3": 41},
 }
 
 
@@ -48,7 +51,8 @@ def conv_macs(shape: tuple) -> int:
 
 def draw_matmul(rng: random.Random) -> tuple | None:
     m, k = _logu(rng, *MATMUL["M"]), _logu(rng, *MATMUL["K"])
-    return (1, m, k) if m * k <= MATMUL["max_macs"] else None
+    n = 1 if _weighted(rng, MATMUL["rows"]) == "one" else _logu(rng, *MATMUL["tokens"])
+    return (n, m, k) if m * k <= MATMUL["max_macs"] else None
 
 
 def draw_conv2d(rng: random.Random) -> tuple | None:

@@ -88,7 +88,10 @@ def test_zoo_ranges_are_the_zoo_s():
     shapes = zoo_shapes()
     mm = np.array([s for o, s in shapes if o == "matmul"])
     cv = np.array([s for o, s in shapes if o == "conv2d"])
-    assert set(mm[:, 0]) == {1} and set(cv[:, 0]) == {1}
+    assert set(cv[:, 0]) == {1}
+    tokens = mm[mm[:, 0] > 1, 0]
+    assert (tokens.min(), tokens.max()) == zoo_ranges.MATMUL["tokens"]
+    assert zoo_ranges.MATMUL["rows"] == {"one": int((mm[:, 0] == 1).sum()), "tokens": len(tokens)}
     assert (mm[:, 1].min(), mm[:, 1].max()) == zoo_ranges.MATMUL["M"]
     assert (mm[:, 2].min(), mm[:, 2].max()) == zoo_ranges.MATMUL["K"]
     assert (mm[:, 1] * mm[:, 2]).max() == zoo_ranges.MATMUL["max_macs"]
